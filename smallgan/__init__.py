@@ -1,0 +1,3 @@
+"""smallgan: train BigGAN (and a FastGAN baseline) on your own small image set."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from smallgan.cli import main
+
+main()

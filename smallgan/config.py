@@ -1,0 +1,325 @@
+"""Typed configuration: every default lives here, once.
+
+A run is described by a :class:`Config` (model, data, train, sample sections). A recipe is a TOML file
+that overrides some of these fields (``recipes/*.toml``); the command line overrides further with
+``--set section.field=value``. Recipes are data: they are parsed, never executed. Unknown keys and
+values of the wrong type are refused with a one-line :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+from smallgan.errors import SmallganError
+
+
+class ConfigError(SmallganError, ValueError):
+    """A bad recipe, key or value. The message is one line that names the key and the fix."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "biggan"              # registry name: biggan | biggan-deep (see smallgan.registry)
+    resolution: int = 64              # output size in pixels (square)
+    ch: int = 64                      # G width multiplier (the paper's ch; 96 for ImageNet, 64 in ablations)
+    d_ch: int = 0                     # D width multiplier; 0 = same as ch
+    z_dim: int = 120                  # latent size; with hier=True it must split evenly over the G blocks + 1
+    shared_dim: int = 128             # shared class-embedding size (paper: 128)
+    hier: bool = True                 # hierarchical latents (skip-z); BigGAN-deep ignores it (z is never split)
+    n_classes: int = 0                # 0 = take it from the dataset; 1 = unconditional
+    # Feature-map resolutions with self-attention (the paper: 64 in G and D at 128 px; here 32 for the 64 px default).
+    g_attention: list[int] = field(default_factory=lambda: [32])
+    d_attention: list[int] = field(default_factory=lambda: [32])
+    bn_eps: float = 1e-5              # BatchNorm eps (authors' launch scripts)
+    sn_eps: float = 1e-6              # spectral-norm eps (authors' code)
+    deep_blocks: int = 2              # BigGAN-deep: ResBlocks per resolution (paper: 2)
+
+
+@dataclass
+class DataConfig:
+    path: str = "builtin:shapes"      # prepared dataset folder, an image folder (prepared on the fly), or builtin:NAME
+    flip: bool = True                 # random horizontal flip of real images
+    workers: int = 0                  # DataLoader workers; 0 = load in the main process (tensors are in memory)
+    on_device: bool = True            # keep the whole (small) dataset on the training device as uint8 when it fits
+
+
+@dataclass
+class TrainConfig:
+    name: str = ""                    # run folder name under out_dir; "" = the recipe's name
+    out_dir: str = "runs"
+    seed: int = 0
+    # Batch: `batch` images per optimiser step (the paper's 2048), built from micro-batches of
+    # `micro_batch` per process; accumulation steps = batch / (micro_batch * processes).
+    batch: int = 64
+    micro_batch: int = 32
+    d_steps: int = 2                  # D updates per G update (paper: 2; ImageNet-128 launch: 1)
+    g_lr: float = 5e-5
+    d_lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.999])
+    adam_eps: float = 1e-6
+    loss: str = "hinge"               # hinge | fastgan-hinge (randomised real margin)
+    ortho_beta: float = 1e-4          # G orthogonal regularisation strength; 0 = off (paper: 1e-4)
+    r1_gamma: float = 0.0             # R1 penalty on D (gamma/2 * E||grad D(x)||^2); 0 = off
+    ema_decay: float = 0.9999         # EMA of G weights
+    ema_start: int = 20000            # step at which the EMA starts averaging (before: a copy of G)
+    diffaug: str = ""                 # DiffAugment policy, e.g. "color,translation,cutout"; "" = off
+    precision: str = "no"             # no | fp16 | bf16 (mixed precision through Accelerate)
+    sync_bn: bool = False             # SyncBatchNorm for G on several GPUs (CUDA only)
+    max_steps: int = 1000             # G updates
+    max_minutes: float = 0.0          # stop (with a checkpoint) after this wall time; 0 = no limit
+    max_bad_steps: int = 10           # consecutive non-finite steps before the run stops
+    log_every: int = 10
+    sample_every: int = 250
+    ckpt_every: int = 500
+    keep_ckpts: int = 3               # checkpoints kept (oldest removed first)
+    sv_every: int = 100               # log top singular values of G and D layers (collapse signal)
+    eval_every: int = 0               # FID/KID every N steps; 0 = off
+    log_with: str = ""                # "", tensorboard, wandb (Accelerate trackers)
+
+
+@dataclass
+class SampleConfig:
+    n: int = 64                       # images in grids written during training
+    trunc: float = 0.0                # truncation threshold for training grids; 0 = no truncation
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during training (every train.eval_every steps); `smallgan eval` has its own options."""
+
+    n: int = 5000                     # generated images per evaluation
+    metrics: list[str] = field(default_factory=lambda: ["kid", "fid"])
+    best: str = "kid"                 # keeps best/ by this metric (KID: unbiased on few-shot sets)
+    extractor: str = "inception"      # inception (standard, comparable numbers) | tiny (tests only)
+    inception_weights: str = ""       # a local weights file for machines without internet
+    batch_size: int = 64
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    recipe: str = ""                  # the recipe this config came from (informational)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and overriding
+
+
+def recipe_names() -> list[str]:
+    """Built-in recipe names (files shipped in the smallgan.recipes package)."""
+    root = resources.files("smallgan.recipes")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def _read_recipe(recipe: str) -> tuple[dict[str, Any], str]:
+    path = Path(recipe)
+    if recipe.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"recipe file {recipe!r} does not exist")
+        text, name = path.read_text(), path.stem
+    else:
+        res = resources.files("smallgan.recipes") / f"{recipe}.toml"
+        if not res.is_file():
+            raise ConfigError(
+                f"unknown recipe {recipe!r}; built-in recipes: {', '.join(recipe_names())} (or pass a .toml path)"
+            )
+        text, name = res.read_text(), recipe
+    try:
+        return tomllib.loads(text), name
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"recipe {recipe!r} is not valid TOML: {e}") from None
+
+
+def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the recipe (a built-in name or a .toml path), then ``section.key=value`` overrides."""
+    cfg = Config()
+    if recipe:
+        data, name = _read_recipe(recipe)
+        cfg.recipe = name
+        _apply_dict(cfg, data, prefix="")
+    for item in overrides:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config saved with :meth:`Config.to_dict` (checkpoints); strict like recipes."""
+    cfg = Config()
+    _apply_dict(cfg, data, prefix="")
+    return cfg
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    """Apply one ``section.key=value`` override; the value is read as a TOML literal, else as a string."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. model.ch=64)")
+    section_name, _, field_name = key.partition(".")
+    section = _section(cfg, section_name, key)
+    _set_field(section, field_name, _parse_literal(raw.strip()), key)
+
+
+def _parse_literal(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        # Bare words (`model.arch=biggan-deep`, `train.diffaug=color,translation`) are strings.
+        return raw
+
+
+SECTIONS = ("model", "data", "train", "sample", "eval")
+
+
+def _section(cfg: Config, name: str, key: str) -> Any:
+    if name not in SECTIONS:
+        raise ConfigError(f"unknown config section {name!r} in {key!r}; sections: {', '.join(SECTIONS)}")
+    return getattr(cfg, name)
+
+
+def _apply_dict(cfg: Config, data: dict[str, Any], prefix: str) -> None:
+    for name, value in data.items():
+        if name == "recipe" and isinstance(value, str):
+            cfg.recipe = value
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"unknown top-level key {name!r}; a recipe has sections [model], [data], [train], [sample], [eval]")
+        section = _section(cfg, name, name)
+        for key, v in value.items():
+            _set_field(section, key, v, f"{name}.{key}")
+
+
+def _set_field(section: Any, name: str, value: Any, key: str) -> None:
+    hints = typing.get_type_hints(type(section))
+    if name not in hints:
+        known = ", ".join(f.name for f in dataclasses.fields(section))
+        raise ConfigError(f"unknown key {key!r}; valid keys here: {known}")
+    setattr(section, name, _coerce(value, hints[name], key))
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if origin is list:
+        (item_type,) = typing.get_args(typ)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value] if not isinstance(value, str) else [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list of {item_type.__name__}, got {value!r}")
+        return [_coerce(v.strip() if isinstance(v, str) else v, item_type, key) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {typ} for {key}")  # keep fields simple
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            if isinstance(value, str):
+                return float(value)
+        except ValueError:
+            pass
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key} must be {typ.__name__}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: impossible combinations are refused before any heavy work.
+
+PRECISIONS = ("no", "fp16", "bf16")
+LOSSES = ("hinge", "fastgan-hinge")
+
+
+def validate(cfg: Config) -> None:
+    m, t = cfg.model, cfg.train
+    if m.ch <= 0 or m.d_ch < 0:
+        raise ConfigError("model.ch must be > 0 and model.d_ch >= 0 (0 = same as ch)")
+    if m.n_classes < 0:
+        raise ConfigError("model.n_classes must be >= 0 (0 = from the dataset, 1 = unconditional)")
+    if t.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
+    if t.loss not in LOSSES:
+        raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}, got {t.loss!r}")
+    if t.micro_batch <= 0 or t.batch <= 0:
+        raise ConfigError("train.batch and train.micro_batch must be > 0")
+    if t.batch % t.micro_batch:
+        raise ConfigError(
+            f"train.batch={t.batch} is not a multiple of train.micro_batch={t.micro_batch}; "
+            "choose a batch that is micro_batch x accumulation steps x processes"
+        )
+    if t.d_steps < 1:
+        raise ConfigError("train.d_steps must be >= 1")
+    if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
+        raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    if t.keep_ckpts < 1:
+        raise ConfigError("train.keep_ckpts must be >= 1")
+    if t.eval_every:
+        from smallgan.metrics.best import BestTracker
+        from smallgan.metrics.evaluate import parse_metrics
+        from smallgan.metrics.features import EXTRACTORS
+
+        e = cfg.eval
+        try:
+            parse_metrics(e.metrics)
+            BestTracker.direction(e.best)
+        except SmallganError as err:
+            raise ConfigError(f"eval.metrics / eval.best: {err}") from None
+        if ("pr" if e.best in ("precision", "recall") else e.best) not in e.metrics:
+            raise ConfigError(f"eval.best={e.best!r} must be one of eval.metrics={e.metrics}")
+        if e.extractor not in EXTRACTORS:
+            raise ConfigError(f"eval.extractor must be one of {', '.join(EXTRACTORS)}, got {e.extractor!r}")
+        if e.n < 2:
+            raise ConfigError("eval.n must be >= 2")
+    from smallgan.registry import check_model_config  # late import: the registry imports the models
+
+    check_model_config(m)
+
+
+def accumulation_steps(cfg: Config, num_processes: int) -> int:
+    """Micro-batches per optimiser step on each process, so batch = micro x accumulation x processes."""
+    t = cfg.train
+    per_step = t.micro_batch * num_processes
+    if t.batch % per_step:
+        raise ConfigError(
+            f"train.batch={t.batch} is not divisible by micro_batch x processes = {t.micro_batch} x {num_processes}; "
+            f"set train.batch to a multiple of {per_step}"
+        )
+    return t.batch // per_step

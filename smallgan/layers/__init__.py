@@ -1,0 +1,1 @@
+"""Building blocks of the BigGAN models: one idea a module."""

@@ -1,0 +1,116 @@
+"""Spectral normalisation (Miyato et al. 2018) as a ``torch.nn.utils.parametrize`` parametrization.
+
+Why our own rather than ``torch.nn.utils.parametrizations.spectral_norm``: the built-in runs its power
+iteration with ``torch.mv``, which autocast downcasts to fp16 on CUDA; a sigma estimated in fp16 drifts and
+can overflow. Here the power iteration and sigma always run in float32 with autocast disabled.
+
+Behaviour (as in the BigGAN authors' code): W is viewed as (out, -1); one power iteration per forward in
+training mode, none in eval mode (the stored u, v are used); u and v are buffers, so they are saved in the
+state dict, broadcast by DDP and carried by deepcopy (the EMA generator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+
+def float32_region(device: torch.device) -> contextlib.AbstractContextManager:
+    """Disable autocast on ``device`` (a no-op context on devices without autocast, e.g. meta)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+class SpectralNorm(nn.Module):
+    """Parametrization ``W -> W / sigma(W)`` with sigma from a persistent power iteration."""
+
+    def __init__(self, weight: Tensor, eps: float = 1e-6, init_iterations: int = 10) -> None:
+        super().__init__()
+        self.eps = eps
+        mat = weight.detach().float().flatten(1)
+        u = torch.randn(mat.shape[0], device=mat.device)
+        v = torch.randn(mat.shape[1], device=mat.device)
+        self.register_buffer("u", F.normalize(u, dim=0, eps=eps))
+        self.register_buffer("v", F.normalize(v, dim=0, eps=eps))
+        # Start from a converged estimate so the first forward already divides by ~sigma_max (skipped for
+        # shape-only models built on the meta device, where there is nothing to estimate).
+        if not mat.is_meta:
+            self._power_iteration(mat, init_iterations)
+
+    @torch.no_grad()
+    def _power_iteration(self, mat: Tensor, iterations: int) -> None:
+        for _ in range(iterations):
+            # In-place updates of the buffers: they are state, not part of the autograd graph.
+            self.v.copy_(F.normalize(mat.t() @ self.u, dim=0, eps=self.eps))
+            self.u.copy_(F.normalize(mat @ self.v, dim=0, eps=self.eps))
+
+    def sigma(self, weight: Tensor) -> Tensor:
+        """u^T W v with the stored vectors (float32, differentiable w.r.t. W, no iteration)."""
+        with float32_region(weight.device):
+            mat = weight.float().flatten(1)
+            # normalize() returns new tensors: the buffers change in place at the next training forward, possibly
+            # before backward (D called on reals, then fakes, then one backward). It also keeps sigma right when
+            # u, v are not unit vectors, e.g. after an EMA averaged them with the rest of the state dict.
+            u = F.normalize(self.u, dim=0, eps=self.eps)
+            v = F.normalize(self.v, dim=0, eps=self.eps)
+            return torch.dot(u, mat @ v)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        with float32_region(weight.device):
+            w = weight.float()
+            if self.training:
+                self._power_iteration(w.flatten(1), 1)
+            return (w / self.sigma(w)).to(weight.dtype)
+
+
+def spectral_norm(module: nn.Module, eps: float = 1e-6, name: str = "weight") -> nn.Module:
+    """Spectrally normalise ``module.<name>`` in place; the raw weight lives at ``parametrizations.<name>.original``."""
+    parametrize.register_parametrization(module, name, SpectralNorm(getattr(module, name), eps))
+    return module
+
+
+def init_orthogonal(module: nn.Module) -> nn.Module:
+    # Orthogonal init of all conv/linear/embedding weights (paper section 3, authors' `init='ortho'`), before
+    # SN is attached so its u, v start from the initialised weight.
+    nn.init.orthogonal_(module.weight)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+    return module
+
+
+def sn_conv2d(in_ch: int, out_ch: int, kernel_size: int = 3, *, bias: bool = True, eps: float = 1e-6) -> nn.Conv2d:
+    """Orthogonally initialised, spectrally normalised conv with 'same' padding."""
+    conv = nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=bias)
+    return spectral_norm(init_orthogonal(conv), eps)
+
+
+def sn_linear(in_features: int, out_features: int, *, bias: bool = True, eps: float = 1e-6) -> nn.Linear:
+    return spectral_norm(init_orthogonal(nn.Linear(in_features, out_features, bias=bias)), eps)
+
+
+def sn_embedding(num_embeddings: int, dim: int, *, eps: float = 1e-6) -> nn.Embedding:
+    return spectral_norm(init_orthogonal(nn.Embedding(num_embeddings, dim)), eps)
+
+
+@torch.no_grad()
+def top_singular_values(module: nn.Module) -> dict[str, float]:
+    """The current sigma estimate of every spectrally normalised weight, keyed by layer path.
+
+    These are the paper's sigma_0 of each raw weight (section 4.1): they grow and explode at collapse.
+    Uses the stored u, v (no power iteration, buffers unchanged).
+    """
+    out: dict[str, float] = {}
+    for path, mod in module.named_modules():
+        if not parametrize.is_parametrized(mod):
+            continue
+        for tensor_name, plist in mod.parametrizations.items():
+            for p in plist:
+                if isinstance(p, SpectralNorm):
+                    key = f"{path}.{tensor_name}" if path else tensor_name
+                    out[key] = float(p.sigma(plist.original))
+    return out

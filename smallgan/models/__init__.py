@@ -1,0 +1,21 @@
+"""Built-in architectures; importing this package registers them (smallgan.registry)."""
+
+from smallgan.models import biggan, biggan_deep
+from smallgan.registry import Architecture, register
+
+register(Architecture(
+    name="biggan",
+    generator=biggan.Generator,
+    discriminator=biggan.Discriminator,
+    resolutions=tuple(biggan.G_WIDTHS),
+    check=biggan.check,
+    description="BigGAN (Brock et al. 2019): ResBlocks, skip-z, shared embedding, projection D",
+))
+register(Architecture(
+    name="biggan-deep",
+    generator=biggan_deep.Generator,
+    discriminator=biggan_deep.Discriminator,
+    resolutions=biggan_deep.RESOLUTIONS,
+    check=biggan_deep.check,
+    description="BigGAN-deep: bottleneck ResBlocks, 2 per resolution, full z in every CBN (64-512 px)",
+))

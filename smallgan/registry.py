@@ -1,0 +1,76 @@
+"""Architecture registry: a recipe names an architecture (``model.arch``) and this builds it.
+
+Each architecture module in ``smallgan.models`` registers itself with :func:`register`; nothing else
+needs to know which architectures exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from smallgan.config import ConfigError, ModelConfig
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    generator: Callable[[ModelConfig], nn.Module]       # built from a config whose n_classes >= 1
+    discriminator: Callable[[ModelConfig], nn.Module]
+    resolutions: tuple[int, ...]
+    check: Callable[[ModelConfig], None] | None = None  # raises ConfigError for impossible settings
+    description: str = ""
+
+
+_ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    _ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+def _load_builtin() -> None:
+    import smallgan.models  # noqa: F401  (registers the built-in architectures)
+
+
+def list_architectures() -> list[str]:
+    _load_builtin()
+    return sorted(_ARCHITECTURES)
+
+
+def get_architecture(name: str) -> Architecture:
+    _load_builtin()
+    if name not in _ARCHITECTURES:
+        raise ConfigError(f"unknown model.arch {name!r}; available: {', '.join(sorted(_ARCHITECTURES))}")
+    return _ARCHITECTURES[name]
+
+
+def resolved(cfg: ModelConfig, n_classes: int | None = None) -> ModelConfig:
+    """A copy with n_classes filled in (from the dataset when the recipe says 0) and d_ch resolved."""
+    n = cfg.n_classes or n_classes or 1
+    return dataclasses.replace(cfg, n_classes=n, d_ch=cfg.d_ch or cfg.ch)
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    arch = get_architecture(cfg.arch)
+    if cfg.resolution not in arch.resolutions:
+        sizes = ", ".join(map(str, arch.resolutions))
+        raise ConfigError(f"model.resolution={cfg.resolution} is not supported by {cfg.arch}; choose one of {sizes}")
+    if arch.check is not None:
+        arch.check(resolved(cfg))
+
+
+def build_generator(cfg: ModelConfig, n_classes: int | None = None) -> nn.Module:
+    cfg = resolved(cfg, n_classes)
+    check_model_config(cfg)
+    return get_architecture(cfg.arch).generator(cfg)
+
+
+def build_discriminator(cfg: ModelConfig, n_classes: int | None = None) -> nn.Module:
+    cfg = resolved(cfg, n_classes)
+    check_model_config(cfg)
+    return get_architecture(cfg.arch).discriminator(cfg)
