@@ -1,0 +1,185 @@
+"""`smallgan eval`: FID / KID / IS / precision-recall of a run's EMA generator, or between two image sets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from smallgan.cli.app import app
+from smallgan.errors import SmallganError
+
+
+@app.command("eval")
+def eval_command(
+    run: Optional[Path] = typer.Option(None, "--run", help="Run folder: evaluates its EMA generator."),
+    ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="A generator.safetensors or a checkpoint folder."),
+    real: Optional[str] = typer.Option(
+        None, "--real", help="Prepared dataset or image folder (default with --run: the run's dataset)."
+    ),
+    fake: Optional[Path] = typer.Option(None, "--fake", help="Folder of generated images (instead of --run)."),
+    n: int = typer.Option(10000, "--n", help="Images to generate (--run/--ckpt; --fake uses every file)."),
+    trunc: float = typer.Option(0.0, "--trunc", help="Truncation threshold for z (--run/--ckpt); 0 = none."),
+    metrics: str = typer.Option("fid,kid", "--metrics", help="Comma-separated: fid,kid,is,pr."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch and process."),
+    seed: int = typer.Option(0, "--seed", help="Seed for latents and KID / precision-recall subsets."),
+    inception_weights: Optional[Path] = typer.Option(
+        None, "--inception-weights",
+        help="Path to weights-inception-2015-12-05-6726825d.pth when it is not in the torch.hub cache.",
+    ),
+    cpu: bool = typer.Option(False, "--cpu", help="Run on the CPU even when a GPU is present."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the real-set statistics."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="JSONL file to append the result to (default with --run/--ckpt: <run>/metrics.jsonl)."
+    ),
+    extractor_name: str = typer.Option(
+        "inception", "--extractor", hidden=True, help="inception | tiny (a random net for tests: numbers meaningless)."
+    ),
+) -> None:
+    """Quality metrics with the standard TF-ported Inception-v3 (torch-fidelity), comparable to published tables.
+
+    Multi-GPU: `accelerate launch -m smallgan eval --run DIR` splits generation and features across processes.
+    """
+    from smallgan.metrics.evaluate import parse_metrics
+
+    wanted = parse_metrics(metrics)
+    source = run or ckpt
+    if (source is None) == (fake is None) or (run is not None and ckpt is not None):
+        raise SmallganError("pass either --run DIR (or --ckpt FILE), or --real DIR --fake DIR")
+    if fake is not None and real is None:
+        raise SmallganError("--fake needs --real (a prepared dataset or an image folder to compare with)")
+    if n < 2:
+        raise SmallganError(f"--n must be at least 2, got {n}")
+
+    from accelerate import Accelerator
+    from rich.console import Console
+
+    acc = Accelerator(cpu=cpu)
+    console = Console(stderr=True, quiet=not acc.is_main_process)  # progress and notes; the table goes to stdout
+    from smallgan.metrics.features import build_extractor
+
+    extractor = build_extractor(extractor_name, inception_weights, acc.device)
+    with _Phases(console) as progress:
+        if fake is not None:
+            from smallgan.metrics.evaluate import evaluate_folders
+
+            results = evaluate_folders(real, fake, extractor, wanted, batch_size=batch_size, accelerator=acc,
+                                       cache=not no_cache, progress=progress("images"), seed=seed)
+            record: dict[str, Any] = {"real": str(real), "fake": str(fake)}
+        else:
+            results, record = _evaluate_checkpoint(source, real, extractor, wanted, n=n, trunc=trunc, seed=seed,
+                                                   batch_size=batch_size, accelerator=acc, cache=not no_cache,
+                                                   progress=progress, console=console)
+            if out is None:
+                out = _run_folder(source) / "metrics.jsonl"
+    record = {"event": "eval", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record,
+              "extractor": extractor.name, **results}
+    if acc.is_main_process:
+        _print_table(Console(), record, results)
+        if out is not None:
+            from smallgan.training.stats import MetricsLog
+
+            log = MetricsLog(out)
+            log.write(record)
+            log.close()
+            console.print(f"appended to {out}", highlight=False)
+
+
+def _evaluate_checkpoint(source: Path, real: str | None, extractor: Any, metrics: tuple[str, ...], *, n: int,
+                         trunc: float, seed: int, batch_size: int, accelerator: Any, cache: bool,
+                         progress: Any, console: Any) -> tuple[dict[str, float], dict[str, Any]]:
+    from smallgan.checkpoint import load_generator
+    from smallgan.metrics.evaluate import evaluate_generator, real_set_statistics, real_statistics
+    from smallgan.metrics.generate import generator_sample_fn
+
+    G, cfg, class_names = load_generator(source, device=accelerator.device)
+    resolution = cfg.model.resolution
+    options = dict(resolution=resolution, batch_size=batch_size, cache=cache, accelerator=accelerator,
+                   progress=progress("real images"))
+    if real is not None:
+        dataset = real
+        real_stats = real_set_statistics(real, extractor, **options)
+    else:  # the run's own dataset, prepared exactly as training prepared it (builtin:NAME, image folder...)
+        from smallgan.data import resolve_dataset
+
+        with accelerator.main_process_first():
+            dataset = resolve_dataset(cfg.data.path, resolution, console=console)
+        real_stats = real_statistics(dataset, extractor, **options)
+    n_classes = getattr(G, "n_classes", None) or max(1, len(class_names))
+    sample_fn = generator_sample_fn(G, n_classes, seed=seed, trunc=trunc, device=accelerator.device)
+    results = evaluate_generator(sample_fn, n, real_stats, extractor, metrics=metrics, batch_size=batch_size,
+                                 accelerator=accelerator, progress=progress("generated images"), seed=seed)
+    record = {"ckpt": str(source), "step": _export_step(source), "dataset": str(dataset),
+              "resolution": resolution, "trunc": trunc, "seed": seed}
+    return results, record
+
+
+def _export_step(source: Path) -> int | None:
+    """The training step recorded in a generator export's metadata, when there is one."""
+    from safetensors import safe_open
+
+    from smallgan.checkpoint import find_generator_file
+
+    try:
+        with safe_open(str(find_generator_file(source)), "pt") as f:
+            step = (f.metadata() or {}).get("step")
+        return int(step) if step is not None else None
+    except (OSError, ValueError, SmallganError):
+        return None
+
+
+def _run_folder(source: Path) -> Path:
+    """The run folder of --run DIR or --ckpt PATH: the nearest folder up holding metrics.jsonl or checkpoints/."""
+    source = Path(source)
+    start = source if source.is_dir() else source.parent
+    for folder in (start, *start.parents):
+        if (folder / "metrics.jsonl").is_file() or (folder / "checkpoints").is_dir():
+            return folder
+    return start
+
+
+class _Phases:
+    """One rich progress bar per phase; ``phases(label)`` is the (done, total) callback the library takes."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=console, transient=True)
+
+    def __enter__(self) -> _Phases:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def __call__(self, label: str) -> Any:
+        task: list[Any] = []  # created on the first call: a cache hit never shows an empty bar
+
+        def update(done: int, total: int) -> None:
+            if not task:
+                task.append(self.bar.add_task(label, total=total))
+            self.bar.update(task[0], completed=done)
+
+        return update
+
+
+def _print_table(console: Any, record: dict[str, Any], results: dict[str, float]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"smallgan eval ({record['extractor']})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [("FID", "fid", None), ("KID", "kid", "kid_std"), ("IS", "is", "is_std"),
+            ("precision", "precision", None), ("recall", "recall", None)]
+    for label, key, std in rows:
+        if key in results:
+            digits = 6 if key == "kid" else 4  # KID values are around 1e-3
+            value = f"{results[key]:.{digits}f}" + (f" ± {results[std]:.{digits}f}" if std else "")
+            table.add_row(label, value)
+    table.add_row("generated images", str(results["n_fake"]))
+    table.add_row("real images", str(results["n_real"]))
+    console.print(table)
