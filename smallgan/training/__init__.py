@@ -1,0 +1,1 @@
+"""The training loop (Accelerate), its phases, real-image stream and logging."""

@@ -1,0 +1,145 @@
+"""One optimiser step of D and of G, each accumulated over its own micro-batches.
+
+Accumulation is driven here rather than by ``accelerator.accumulate``: BigGAN's D and G phases have separate
+micro-batch loops, and entering Accelerate's context once per network would advance its shared counter twice
+per micro-batch (see ../shared/design/accelerate-gan.md). So the Accelerator keeps
+``gradient_accumulation_steps=1``; each micro-batch loss is divided by the number of accumulation steps, and
+all but the last micro-batch run under ``no_sync`` so DDP all-reduces gradients once per optimiser step.
+
+Each network has its own GradScaler (fp16 only): D and G gradients differ by orders of magnitude and step at
+different times, and one shared scale would be updated twice per iteration. Accelerate is used for device
+placement, DDP and autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from smallgan.augment import DiffAugment
+from smallgan.latents import sample_latents
+from smallgan.losses import D_LOSSES, g_hinge, r1_penalty
+from smallgan.regularizers import orthogonal_regularization
+
+
+@dataclass
+class GANPhases:
+    accelerator: object              # accelerate.Accelerator
+    G: nn.Module                     # as prepared (DDP-wrapped on several processes): trains in the G phase
+    D: nn.Module                     # as prepared: trains in the D phase
+    G_raw: nn.Module                 # the same modules unwrapped: used frozen in the other phase, so DDP
+    D_raw: nn.Module                 #   never sees a forward whose gradients it will not reduce
+    augment: DiffAugment
+    d_loss_name: str
+    micro_batch: int
+    accumulation: int
+    r1_gamma: float = 0.0
+    ortho_beta: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.d_loss = D_LOSSES[self.d_loss_name]
+        self.z_dim: int = self.G_raw.z_dim
+        self.n_classes: int = self.G_raw.n_classes
+
+    def _sync_context(self, model: nn.Module, micro_index: int) -> contextlib.AbstractContextManager:
+        last = micro_index == self.accumulation - 1
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(model)
+
+    def _latents(self) -> tuple[Tensor, Tensor]:
+        return sample_latents(self.micro_batch, self.z_dim, self.n_classes, device=self.accelerator.device)
+
+    def discriminator(self, reals: Callable[[], tuple[Tensor, Tensor]], scaler: torch.amp.GradScaler) -> Tensor:
+        """Accumulate D's gradients for one optimiser step; returns the mean loss (a device tensor)."""
+        self.D_raw.requires_grad_(True)
+        total = torch.zeros((), device=self.accelerator.device)
+        for i in range(self.accumulation):
+            x_real, y_real = reals()
+            z, y_fake = self._latents()
+            with self._sync_context(self.D, i):
+                with torch.no_grad(), self.accelerator.autocast():
+                    fake = self.G_raw(z, y_fake)
+                with self.accelerator.autocast():
+                    # Real and fake in one D forward: one power iteration per step and one batch through
+                    # DDP, avoiding the buffer-broadcast in-place error of two forwards (accelerate-gan.md).
+                    x = torch.cat([x_real, fake.to(x_real.dtype)])
+                    x = self.augment(x)
+                    if self.r1_gamma > 0:
+                        x.requires_grad_(True)
+                    logits = self.D(x, torch.cat([y_real, y_fake])).float()
+                    real_logits, fake_logits = logits.split([x_real.shape[0], fake.shape[0]])
+                    loss = self.d_loss(real_logits, fake_logits)
+                    if self.r1_gamma > 0:
+                        loss = loss + 0.5 * self.r1_gamma * r1_penalty(real_logits, x)
+                scaler.scale(loss / self.accumulation).backward()
+            total += loss.detach()
+        return total / self.accumulation
+
+    def generator(self, scaler: torch.amp.GradScaler) -> Tensor:
+        """Accumulate G's gradients for one optimiser step; returns the mean loss (a device tensor)."""
+        # Freeze D so G's backward does not leave gradients in D's .grad (StyleGAN2-ADA does the same).
+        self.D_raw.requires_grad_(False)
+        total = torch.zeros((), device=self.accelerator.device)
+        try:
+            for i in range(self.accumulation):
+                z, y = self._latents()
+                with self._sync_context(self.G, i):
+                    with self.accelerator.autocast():
+                        fake = self.G(z, y)
+                        loss = g_hinge(self.D_raw(self.augment(fake), y).float())
+                    scaler.scale(loss / self.accumulation).backward()
+                total += loss.detach()
+        finally:
+            self.D_raw.requires_grad_(True)
+        return total / self.accumulation
+
+    def add_orthogonal_gradient(self) -> None:
+        """Add the gradient of BigGAN's orthogonal regulariser (sec. 3.1) to G's unscaled gradients.
+
+        It depends only on G's weights, identical on every process, so it is added after DDP's all-reduce
+        with ``autograd.grad`` (which does not fire DDP's gradient hooks) instead of through a loss.
+        """
+        if self.ortho_beta <= 0:
+            return
+        params = [p for p in self.G_raw.parameters() if p.requires_grad]
+        with torch.autocast(device_type=self.accelerator.device.type, enabled=False):
+            reg = orthogonal_regularization(self.G_raw, self.ortho_beta)
+        if not reg.requires_grad:
+            return
+        grads = torch.autograd.grad(reg, params, allow_unused=True)
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad.add_(g)
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    params: list[nn.Parameter],
+    before_step: Callable[[], None] | None = None,
+) -> bool:
+    """Unscale, check, step. Returns False when the step was skipped for non-finite gradients.
+
+    Gradients are all-reduced before this point, so every process takes the same decision. With fp16 the
+    GradScaler skips overflowed steps itself (and lowers its scale); otherwise we check the gradients'
+    norms, so a NaN or Inf loss never reaches the weights.
+    """
+    scaler.unscale_(optimizer)
+    if before_step is not None:
+        before_step()
+    if scaler.is_enabled():
+        scale = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        stepped = scaler.get_scale() >= scale
+    else:
+        grads = [p.grad for p in params if p.grad is not None]
+        norms = torch._foreach_norm(grads) if grads else [torch.zeros(())]
+        stepped = bool(torch.isfinite(torch.stack(norms)).all())  # the one host sync per optimiser step
+        if stepped:
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return stepped

@@ -1,0 +1,22 @@
+"""Run under torchrun with 2 processes: prints this rank's max gradient difference (see accumulation_check)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from accelerate import Accelerator  # noqa: E402
+
+from accumulation_check import accumulated_vs_full_gradient  # noqa: E402
+
+
+def main() -> None:
+    acc = Accelerator(cpu=True)
+    assert acc.num_processes == 2, acc.num_processes
+    diff = accumulated_vs_full_gradient(acc)
+    out = Path(sys.argv[1])
+    out.joinpath(f"rank{acc.process_index}.txt").write_text(repr(diff))
+
+
+if __name__ == "__main__":  # worker pools may re-import this file
+    main()
