@@ -1,0 +1,112 @@
+"""Where the rows come from: an image folder, a built-in procedural set, or a Hugging Face dataset.
+
+A :class:`Source` knows its class names and yields work items in a stable order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_tools.builtin import builtin_spec
+from data_tools.report import NO_CLASS
+from data_tools.walk import WalkResult, folder_fingerprint, walk_images
+from data_tools.worker import FileItem, Item, ShapeItem
+from smallgan.errors import SmallganError
+
+# A hub id: "name" or "owner/name" (letters, digits, "-", "_", ".").
+HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass
+class Source:
+    name: str                          # shown in the report and stored as metadata
+    kind: str                          # folder | builtin | hf
+    class_names: list[str]
+    total: int                         # candidate items (the report's "found")
+    items: Callable[[], Iterator[Item]]
+    walk: WalkResult = field(default_factory=WalkResult)
+    prelabel_skips: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) decided before decoding
+    fingerprint: str = ""              # folder sources: names/sizes/mtimes, to notice a stale cache
+    default_out: str = ""             # may hold "{resolution}"
+    cleanup: Callable[[], None] = lambda: None
+
+
+def open_folder(root: Path, labels: str, exclude: tuple[Path, ...] = ()) -> Source:
+    """An image folder; with ``labels="auto"`` immediate sub-folders are classes when there are two or more."""
+    walk = walk_images(root, exclude=exclude)
+    top = sorted({rel.split("/")[0] for rel in walk.files if "/" in rel})
+    by_folder = labels == "auto" and len(top) >= 2
+    class_names = top if by_folder else [_class_name(root)]
+    index = {name: i for i, name in enumerate(class_names)}
+    items: list[Item] = []
+    skips: list[tuple[str, str]] = []
+    for rel in walk.files:
+        if by_folder and "/" not in rel:
+            skips.append((rel, NO_CLASS))
+            continue
+        label = index[rel.split("/")[0]] if by_folder else 0
+        items.append(FileItem(rel, str(root / rel), label))
+    return Source(
+        name=str(root),
+        kind="folder",
+        class_names=class_names,
+        total=len(walk.files),
+        items=lambda: iter(items),
+        walk=walk,
+        prelabel_skips=skips,
+        fingerprint=folder_fingerprint(root, walk.files),
+        default_out=str(root.absolute().parent / f"{root.absolute().name}-prepared"),
+    )
+
+
+def _class_name(root: Path) -> str:
+    return root.absolute().name or "images"
+
+
+def open_builtin(name: str) -> Source:
+    try:
+        spec = builtin_spec(name)
+    except KeyError:
+        from data_tools.builtin import BUILTINS
+
+        raise SmallganError(f"unknown built-in dataset {name!r}; available: {', '.join(BUILTINS)}") from None
+
+    def items() -> Iterator[Item]:
+        for i in range(spec.count):
+            label = i % len(spec.class_names)
+            yield ShapeItem(f"builtin:{name}/{spec.class_names[label]}/{i:05d}", i, spec.seed, label)
+
+    return Source(
+        name=f"builtin:{name}",
+        kind="builtin",
+        class_names=list(spec.class_names),
+        total=spec.count,
+        items=items,
+        default_out=f"{name}-prepared",
+    )
+
+
+def open_source(source: str, labels: str, split: str, exclude: tuple[Path, ...] = ()) -> Source:
+    """Dispatch on what ``source`` is (see ``smallgan prepare --help``)."""
+    from data_tools import hub
+
+    if source.startswith("builtin:"):
+        return open_builtin(source.split(":", 1)[1])
+    if source.startswith(("hf:", "imagefolder:")):
+        return hub.open_hf(source, labels, split)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if hub.is_saved_dataset(path):
+            return hub.open_hf(str(path), labels, split)
+        return open_folder(path, labels, exclude=exclude)
+    if path.exists():
+        raise SmallganError(f"{source} is a file; pass the folder that contains the images")
+    if HUB_ID.match(source):  # "faces" or "owner/name" that is not a local folder: try the hub
+        try:
+            return hub.open_hf(f"hf:{source}", labels, split)
+        except SmallganError as e:
+            raise SmallganError(f"no folder {source} here, and {e}") from None
+    raise SmallganError(f"folder {source} does not exist (for a Hugging Face dataset write hf:owner/name)")
