@@ -125,6 +125,45 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def remove_incomplete(run_dir: Path) -> list[Path]:
+    """Delete the temporary folders of checkpoint writes that a crash interrupted; returns what was removed."""
+    root = checkpoint_dir(run_dir)
+    stale = [p for p in root.glob(".*-step-*") if p.is_dir()] if root.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+def estimated_checkpoint_bytes(modules: list[nn.Module], optimizer_copies: int = 2) -> int:
+    """Size of one checkpoint: weights and buffers of each module, plus Adam's two moments per trained weight."""
+    total = 0
+    for m in modules:
+        total += sum(t.numel() * t.element_size() for t in m.state_dict().values())
+    trained = modules[:2]  # G and D carry optimiser state; the EMA copy does not
+    total += optimizer_copies * sum(p.numel() * 4 for m in trained for p in m.parameters())
+    return total
+
+
+def check_writable(run_dir: Path, needed_bytes: int) -> None:
+    """Fail before training, not at the first checkpoint: the run folder must be writable and have room
+    for the checkpoints kept plus one being written."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise SmallganError(f"cannot write to the run folder {run_dir} ({e.strerror or e}); "
+                            "choose another with --set train.out_dir=DIR") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < needed_bytes:
+        raise SmallganError(
+            f"only {free / 2**20:.0f} MiB free in {run_dir}, checkpoints need about {needed_bytes / 2**20:.0f} MiB; "
+            "free some space, lower train.keep_ckpts, or set train.out_dir to another disk"
+        )
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -135,12 +174,12 @@ def save_checkpoint(
 ) -> Path:
     """Write ``checkpoints/step-<step>/`` atomically and keep only the newest `keep` checkpoints."""
     root = checkpoint_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
     tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         for name, sd in weights.items():
             save_weights(tmp / f"{name}.safetensors", sd)
         state = {**state, "format_version": FORMAT_VERSION, "step": step}
@@ -154,6 +193,12 @@ def save_checkpoint(
         else:
             tmp.rename(final)
         _fsync_dir(root)
+    except OSError as e:
+        previous = latest_checkpoint(run_dir)
+        raise SmallganError(
+            f"could not write checkpoint {final} ({e.strerror or e}); nothing was half-written, the last complete "
+            f"checkpoint is {previous or 'none'}; free space or fix the folder, then --resume"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep]:

@@ -141,6 +141,13 @@ class Trainer:
         if resume_path is not None:
             self._resumed_state = self._load(resume_path, G, D)
 
+        if self.is_main:
+            removed = ckpt.remove_incomplete(self.run_dir)
+            if removed:
+                self.console.print(f"note: removed {len(removed)} incomplete checkpoint write(s) of an interrupted run")
+            needed = ckpt.estimated_checkpoint_bytes([G, D, self.ema.shadow]) * (t.keep_ckpts + 1)
+            ckpt.check_writable(self.run_dir, needed)
+
         G_wrapped, D_wrapped = acc.prepare(G, D)
         self.G, self.D = G, D  # unwrapped
         self.phases = GANPhases(
@@ -264,7 +271,7 @@ class Trainer:
     def write_samples(self) -> Path | None:
         if not self.is_main:
             return None
-        from torchvision.utils import save_image
+        from smallgan.sampling import save_grid
 
         G = self.ema.shadow
         chunks = []
@@ -273,10 +280,7 @@ class Trainer:
                 chunks.append(G(z, y).float().cpu())
         images = torch.cat(chunks)
         path = self.run_dir / "samples" / f"step-{self.counters.step:07d}.png"
-        nrow = max(1, int(math.sqrt(images.shape[0])))
-        ckpt.atomic_write(path, lambda p: save_image(images, p, nrow=nrow, normalize=True,
-                                                     value_range=(-1, 1), format="PNG"))
-        return path
+        return save_grid(images, path, nrow=max(1, int(math.sqrt(images.shape[0]))))
 
     # ------------------------------------------------------------------------------------------------
     def _next_real(self) -> tuple[torch.Tensor, torch.Tensor]:
