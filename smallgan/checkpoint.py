@@ -171,6 +171,7 @@ def save_checkpoint(
     state: dict[str, Any],
     cfg: Config,
     keep: int,
+    class_names: list[str] | None = None,
 ) -> Path:
     """Write ``checkpoints/step-<step>/`` atomically and keep only the newest `keep` checkpoints."""
     root = checkpoint_dir(run_dir)
@@ -185,6 +186,7 @@ def save_checkpoint(
         state = {**state, "format_version": FORMAT_VERSION, "step": step}
         atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
         atomic_write_text(tmp / "config.json", cfg.to_json())
+        atomic_write_text(tmp / "class_names.json", json.dumps(class_names or []))
         if final.exists():  # re-saving the same step (e.g. right after a resume): swap, then drop the old one
             old = root / f".old-step-{step:07d}-{os.getpid()}"
             final.rename(old)
@@ -271,7 +273,8 @@ def load_generator(path_or_run: str | Path, device: str | torch.device = "cpu") 
     path = find_generator_file(path_or_run)
     if path.name == "G_ema.safetensors":  # inside a checkpoint folder: config and class names sit beside it
         cfg = _read_config(path.parent / "config.json")
-        class_names: list[str] = []
+        names_file = path.parent / "class_names.json"
+        class_names: list[str] = json.loads(names_file.read_text()) if names_file.is_file() else []
     else:
         try:
             from safetensors import safe_open

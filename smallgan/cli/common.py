@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from smallgan.config import Config, load_config
 
 
@@ -28,3 +31,40 @@ def normalize_resume_argv(argv: list[str]) -> list[str]:
         if a == "--resume" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
             out.append("latest")
     return out
+
+
+def run_folder_of(source: Path) -> Path:
+    """The run folder of --run DIR or --ckpt PATH: the nearest folder up holding metrics.jsonl or checkpoints/."""
+    source = Path(source)
+    start = source if source.is_dir() else source.parent
+    for folder in (start, *start.parents):
+        if (folder / "metrics.jsonl").is_file() or (folder / "checkpoints").is_dir():
+            return folder
+    return start
+
+
+class PhaseProgress:
+    """One rich progress bar per phase; ``phases(label)`` is the (done, total) callback the library takes."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=console, transient=True)
+
+    def __enter__(self) -> PhaseProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def __call__(self, label: str) -> Any:
+        task: list[Any] = []  # created on the first call: a cache hit never shows an empty bar
+
+        def update(done: int, total: int) -> None:
+            if not task:
+                task.append(self.bar.add_task(label, total=total))
+            self.bar.update(task[0], completed=done)
+
+        return update

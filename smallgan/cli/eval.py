@@ -56,12 +56,14 @@ def eval_command(
     from accelerate import Accelerator
     from rich.console import Console
 
+    from smallgan.cli.common import PhaseProgress, run_folder_of
+
     acc = Accelerator(cpu=cpu)
     console = Console(stderr=True, quiet=not acc.is_main_process)  # progress and notes; the table goes to stdout
     from smallgan.metrics.features import build_extractor
 
     extractor = build_extractor(extractor_name, inception_weights, acc.device)
-    with _Phases(console) as progress:
+    with PhaseProgress(console) as progress:
         if fake is not None:
             from smallgan.metrics.evaluate import evaluate_folders
 
@@ -73,7 +75,7 @@ def eval_command(
                                                    batch_size=batch_size, accelerator=acc, cache=not no_cache,
                                                    progress=progress, console=console)
             if out is None:
-                out = _run_folder(source) / "metrics.jsonl"
+                out = run_folder_of(source) / "metrics.jsonl"
     record = {"event": "eval", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record,
               "extractor": extractor.name, **results}
     if acc.is_main_process:
@@ -128,43 +130,6 @@ def _export_step(source: Path) -> int | None:
         return int(step) if step is not None else None
     except (OSError, ValueError, SmallganError):
         return None
-
-
-def _run_folder(source: Path) -> Path:
-    """The run folder of --run DIR or --ckpt PATH: the nearest folder up holding metrics.jsonl or checkpoints/."""
-    source = Path(source)
-    start = source if source.is_dir() else source.parent
-    for folder in (start, *start.parents):
-        if (folder / "metrics.jsonl").is_file() or (folder / "checkpoints").is_dir():
-            return folder
-    return start
-
-
-class _Phases:
-    """One rich progress bar per phase; ``phases(label)`` is the (done, total) callback the library takes."""
-
-    def __init__(self, console: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=console, transient=True)
-
-    def __enter__(self) -> _Phases:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def __call__(self, label: str) -> Any:
-        task: list[Any] = []  # created on the first call: a cache hit never shows an empty bar
-
-        def update(done: int, total: int) -> None:
-            if not task:
-                task.append(self.bar.add_task(label, total=total))
-            self.bar.update(task[0], completed=done)
-
-        return update
 
 
 def _print_table(console: Any, record: dict[str, Any], results: dict[str, float]) -> None:

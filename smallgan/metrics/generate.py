@@ -10,11 +10,7 @@ import torch
 from torch import nn
 
 from smallgan.metrics.evaluate import SampleFn
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] -> uint8 in [0, 255], rounded as when saving a PNG."""
-    return ((images.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+from smallgan.sampling.images import to_uint8
 
 
 def generator_sample_fn(

@@ -1,0 +1,283 @@
+"""A trained generator ready to sample: latents, class selection, batching and standing statistics.
+
+Determinism: latents (and the random classes of standing statistics) are drawn on the CPU from a
+``torch.Generator`` seeded by the caller, then moved to the device, so a seed gives the same z on every
+device and for every batch size; in eval mode BatchNorm uses stored statistics, so each image depends on its
+own (z, y) only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+
+from smallgan.config import Config
+from smallgan.errors import SmallganError
+from smallgan.latents import truncated_normal
+from smallgan.sampling.images import to_pil, to_uint8
+
+ClassSpec = Union[int, str, Sequence[Union[int, str]], Tensor, None]
+Progress = Callable[[int, int], None]   # (images done, images in all)
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None or "auto": the GPU when there is one, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SmallganError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SmallganError(f"device {device} was asked for but no CUDA GPU is available; use --device cpu")
+    return dev
+
+
+def _describe_classes(class_names: list[str], n_classes: int) -> str:
+    shown = ", ".join(class_names[:30]) + (f", ... ({len(class_names)} in all)" if len(class_names) > 30 else "")
+    indices = f"an index 0..{n_classes - 1}"
+    return f"{shown} (or {indices})" if class_names else indices
+
+
+def _one_class(item: int | str, class_names: list[str], n_classes: int) -> int:
+    if isinstance(item, str):
+        name = item.strip()
+        if name in class_names:
+            return class_names.index(name)
+        folded = [i for i, c in enumerate(class_names) if c.casefold() == name.casefold()]
+        if len(folded) == 1:
+            return folded[0]
+        if not name.lstrip("-").isdigit():
+            raise SmallganError(f"unknown class {name!r}; this generator's classes are: "
+                                f"{_describe_classes(class_names, n_classes)}")
+        item = int(name)
+    index = int(item)
+    if not 0 <= index < n_classes:
+        raise SmallganError(f"class index {index} is out of range; this generator's classes are: "
+                            f"{_describe_classes(class_names, n_classes)}")
+    return index
+
+
+def resolve_classes(classes: ClassSpec, class_names: list[str], n_classes: int) -> list[int] | None:
+    """Class names and/or indices -> indices; None -> None. Unknown names fail listing the valid classes."""
+    if classes is None:
+        return None
+    if isinstance(classes, Tensor):
+        classes = classes.reshape(-1).tolist()
+    items = [classes] if isinstance(classes, (int, str)) else list(classes)
+    if not items:
+        raise SmallganError("the class list is empty; name at least one class or leave classes out")
+    if n_classes <= 1:
+        raise SmallganError("this generator is unconditional (trained on a single class); sample it without "
+                            "--class / classes=")
+    return [_one_class(c, class_names, n_classes) for c in items]
+
+
+def spread(choices: Sequence[int], n: int, nrow: int | None = None) -> Tensor:
+    """Labels for n samples cycling through `choices`: per sample, or per grid row of `nrow` images.
+
+    Per sample, a list of exactly n labels comes back unchanged; per row, each grid row shows one class.
+    """
+    per = max(1, nrow or 1)
+    idx = (torch.arange(n) // per) % len(choices)
+    return torch.as_tensor(list(choices), dtype=torch.long)[idx]
+
+
+class TrainedGenerator:
+    """A generator loaded for sampling (eval mode, no gradients): ``.sample(n, trunc, classes, seed)``."""
+
+    def __init__(self, module: nn.Module, config: Config, class_names: list[str], path: Path | None = None) -> None:
+        self.module = module.eval().requires_grad_(False)
+        self.config = config
+        self.class_names = list(class_names)
+        self.path = path
+
+    # -------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def z_dim(self) -> int:
+        return int(self.module.z_dim)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.module.n_classes)
+
+    @property
+    def resolution(self) -> int:
+        return int(self.config.model.resolution)
+
+    def to(self, device: str | torch.device | None) -> TrainedGenerator:
+        self.module.to(resolve_device(device))
+        return self
+
+    def __repr__(self) -> str:
+        return (f"TrainedGenerator({self.config.model.arch} {self.resolution}px, {self.n_classes} class(es), "
+                f"z_dim {self.z_dim}, device {self.device}, from {self.path})")
+
+    # -------------------------------------------------------------------------------------------
+    def latents(self, n: int, trunc: float = 0.0, seed: int | None = None) -> Tensor:
+        """(n, z_dim) on the CPU: z ~ N(0, I), truncated at `trunc` when > 0 (BigGAN section 3.1).
+
+        The same seed gives the same base draw at every threshold: only entries beyond the threshold are
+        redrawn, so a truncation sweep shows the same samples moving towards the mode.
+        """
+        if n < 1:
+            raise SmallganError(f"the number of samples must be at least 1, got {n}")
+        if not math.isfinite(trunc) or trunc < 0:
+            raise SmallganError(f"truncation must be >= 0 (0 = none), got {trunc}")
+        return truncated_normal((n, self.z_dim), trunc, generator=_cpu_generator(seed))
+
+    def labels(self, n: int, classes: ClassSpec = None, nrow: int | None = None) -> Tensor:
+        """(n,) class labels: the given classes (names or indices) or all classes, spread per sample or row."""
+        chosen = resolve_classes(classes, self.class_names, self.n_classes)
+        return spread(chosen if chosen is not None else range(self.n_classes), n, nrow)
+
+    def batches(
+        self, z: Tensor, y: Tensor, *, batch_size: int = 64, embedding: Tensor | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[Tensor]:
+        """G(z, y) in batches, as uint8 (B, 3, R, R) CPU tensors; `embedding` replaces shared(y) (see below)."""
+        if batch_size < 1:
+            raise SmallganError(f"batch size must be at least 1, got {batch_size}")
+        n, device = z.shape[0], self.device
+        with _shared_embedding_override(self.module, embedding is not None) as override:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                if embedding is not None:
+                    override["value"] = embedding[start:stop].to(device)
+                with torch.no_grad():   # not around the yield: grad mode would leak into the caller's code
+                    images = to_uint8(self.module(z[start:stop].to(device), y[start:stop].to(device))).cpu()
+                yield images
+                if progress is not None:
+                    progress(stop, n)
+
+    def generate(self, z: Tensor, y: Tensor, **kwargs: Any) -> Tensor:
+        """All of :meth:`batches` in one (n, 3, R, R) uint8 tensor."""
+        return torch.cat(list(self.batches(z, y, **kwargs)))
+
+    def sample(
+        self, n: int, trunc: float = 0.0, classes: ClassSpec = None, seed: int | None = None, *,
+        batch_size: int = 64, as_pil: bool = False, nrow: int | None = None, progress: Progress | None = None,
+    ) -> Tensor | list:
+        """n images as a uint8 (n, 3, R, R) CPU tensor, or a list of PIL images with ``as_pil=True``.
+
+        ``classes``: None (all classes in turn), one name/index, or several (cycled; n labels are used as
+        given). ``nrow``: give each grid row of nrow images one class instead of cycling per image.
+        """
+        z, y = self.latents(n, trunc, seed), self.labels(n, classes, nrow)
+        images = self.generate(z, y, batch_size=batch_size, progress=progress)
+        return to_pil(images) if as_pil else images
+
+    def class_embedding(self, classes: Sequence[int]) -> Tensor:
+        """The shared class embeddings (BigGAN section 3) of class indices, (len, shared_dim)."""
+        shared = _shared(self.module)
+        with torch.no_grad():
+            return shared(torch.as_tensor(list(classes), dtype=torch.long, device=self.device)).cpu()
+
+    # -------------------------------------------------------------------------------------------
+    def standing_stats(self, k: int, trunc: float = 0.0, *, batch_size: int = 64, seed: int = 0,
+                       progress: Progress | None = None) -> TrainedGenerator:
+        """BigGAN's "standing statistics": re-estimate BatchNorm statistics over k passes at this truncation.
+
+        Running statistics are reset and accumulated as a plain average (momentum None) over k batches of
+        truncated latents with uniform random classes. Only the BatchNorm layers enter train mode: spectral
+        norm in train mode would run a power iteration and move its u, v.
+        """
+        if k < 1:
+            raise SmallganError(f"standing statistics need at least 1 forward pass, got {k}")
+        if batch_size < 2:
+            raise SmallganError("standing statistics need batches of at least 2 images (BatchNorm batch stats)")
+        if not trunc >= 0:
+            raise SmallganError(f"truncation must be >= 0 (0 = none), got {trunc}")
+        norms = [m for m in self.module.modules() if isinstance(m, _BATCHNORMS) and m.track_running_stats]
+        if not norms:
+            return self
+        g = _cpu_generator(seed)
+        momenta = [m.momentum for m in norms]
+        device = self.device
+        try:
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None
+                m.train()
+            with torch.no_grad():
+                for i in range(k):
+                    z = truncated_normal((batch_size, self.z_dim), trunc, generator=g)
+                    y = torch.randint(self.n_classes, (batch_size,), generator=g)
+                    self.module(z.to(device), y.to(device))
+                    if progress is not None:
+                        progress(i + 1, k)
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            self.module.eval()
+        return self
+
+
+def _cpu_generator(seed: int | None) -> torch.Generator:
+    if seed is None:  # from torch's global generator, so torch.manual_seed still makes a script repeatable
+        seed = int(torch.randint(0, 2**62, ()).item())
+    return torch.Generator().manual_seed(int(seed))
+
+
+def _shared(module: nn.Module) -> nn.Embedding:
+    shared = getattr(module, "shared", None)
+    if not isinstance(shared, nn.Embedding):
+        raise SmallganError(f"{type(module).__name__} has no shared class embedding; class interpolation needs one")
+    return shared
+
+
+@contextlib.contextmanager
+def _shared_embedding_override(module: nn.Module, active: bool) -> Iterator[dict[str, Tensor]]:
+    """While active, the shared embedding returns ``holder["value"]`` instead of embed(y).
+
+    This lets a sheet move between classes through embedding space (the paper's class interpolations)
+    without a second forward path in the model.
+    """
+    holder: dict[str, Tensor] = {}
+    if not active:
+        yield holder
+        return
+    handle = _shared(module).register_forward_hook(lambda _m, _inp, out: holder["value"].to(out.dtype))
+    try:
+        yield holder
+    finally:
+        handle.remove()
+
+
+def load_generator(path_or_run: str | Path, device: str | torch.device | None = None) -> TrainedGenerator:
+    """A run folder, a ``generator.safetensors`` or a checkpoint folder -> :class:`TrainedGenerator`.
+
+    Weights load with safetensors only (no pickle); a damaged or mismatched file raises a one-line
+    :class:`~smallgan.errors.SmallganError`. ``device`` None means the GPU when there is one.
+    """
+    from smallgan import checkpoint
+
+    module, cfg, class_names = checkpoint.load_generator(path_or_run, device=resolve_device(device))
+    return TrainedGenerator(module, cfg, class_names, path=checkpoint.find_generator_file(path_or_run))
+
+
+def latest_run(runs_dir: str | Path = "runs") -> Path:
+    """The run folder under `runs_dir` whose generator.safetensors was written last."""
+    from smallgan.checkpoint import GENERATOR_FILE
+
+    root = Path(runs_dir)
+    found: list[tuple[int, str, Path]] = []
+    if root.is_dir():
+        found = [((p / GENERATOR_FILE).stat().st_mtime_ns, p.name, p) for p in root.iterdir()
+                 if (p / GENERATOR_FILE).is_file()]
+    if not found:
+        raise SmallganError(f"no trained run under {root}/ (no */{GENERATOR_FILE}); pass --run DIR or --ckpt FILE, "
+                            "or train first (smallgan demo / smallgan train)")
+    return max(found)[2]
