@@ -40,6 +40,7 @@ from smallgan.metrics import (
 )
 from smallgan.metrics import evaluate as evaluate_mod
 from smallgan.metrics import features as features_mod
+from smallgan import weights as weights_mod
 from smallgan.metrics.kid import mmd2_unbiased
 
 
@@ -314,7 +315,7 @@ def _no_network(*args, **kwargs):
 def test_offline_without_weights_gives_a_one_line_error_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("SMALLGAN_OFFLINE", "1")
-    monkeypatch.setattr(features_mod.urllib.request, "urlopen", _no_network)
+    monkeypatch.setattr(weights_mod.urllib.request, "urlopen", _no_network)
     t0 = time.perf_counter()
     with pytest.raises(SmallganError) as err:
         features_mod.inception_v3()
@@ -329,14 +330,14 @@ def test_hf_hub_offline_also_prevents_downloads(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("SMALLGAN_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(features_mod.urllib.request, "urlopen", _no_network)
+    monkeypatch.setattr(weights_mod.urllib.request, "urlopen", _no_network)
     with pytest.raises(SmallganError, match="offline"):
         features_mod.resolve_weights()
 
 
 def test_a_blocked_network_fails_with_the_same_message_and_a_timeout(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    for var in features_mod.OFFLINE_VARS:
+    for var in weights_mod.OFFLINE_VARS:
         monkeypatch.delenv(var, raising=False)
     seen = {}
 
@@ -344,7 +345,7 @@ def test_a_blocked_network_fails_with_the_same_message_and_a_timeout(tmp_path, m
         seen["timeout"] = timeout
         raise urllib.error.URLError("connection timed out")
 
-    monkeypatch.setattr(features_mod.urllib.request, "urlopen", blocked)
+    monkeypatch.setattr(weights_mod.urllib.request, "urlopen", blocked)
     with pytest.raises(SmallganError, match="download failed: connection timed out") as err:
         features_mod.resolve_weights()
     assert features_mod.INCEPTION_FILE in str(err.value)

@@ -12,12 +12,7 @@ benchmarks only: its numbers mean nothing outside them.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
-import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -25,14 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from smallgan.errors import SmallganError
+from smallgan.weights import WeightsFile
 
 INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
 INCEPTION_SHA256_PREFIX = "6726825d"  # torch.hub convention: the hash prefix is part of the file name
-CONNECT_TIMEOUT_S = 15.0  # a blocked network fails within this instead of hanging
-OFFLINE_VARS = ("SMALLGAN_OFFLINE", "HF_HUB_OFFLINE")
 
 
 class FeatureExtractor(nn.Module):
@@ -113,63 +107,14 @@ def _check_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Weights: an explicit file, else torch.hub's cache, else a download (unless offline).
+# Weights: an explicit file, else torch.hub's cache, else a download (unless offline): smallgan.weights.
 
-
-def offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARS)
-
-
-def weights_cache_dir() -> Path:
-    """Where torch.hub (and so torch-fidelity) keeps downloaded weights: $TORCH_HOME/hub/checkpoints."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _missing(reason: str) -> SmallganError:
-    return SmallganError(
-        f"Inception weights {INCEPTION_FILE} not found ({reason}): download {INCEPTION_URL} "
-        f"into {weights_cache_dir()}/ or pass --inception-weights FILE"
-    )
-
-
-def _download(dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    print(f"downloading {INCEPTION_URL} -> {dest}", file=sys.stderr)
-    digest = hashlib.sha256()
-    try:
-        # The timeout bounds the connect and every read, so a blocked network fails fast.
-        with urllib.request.urlopen(INCEPTION_URL, timeout=CONNECT_TIMEOUT_S) as resp, open(tmp, "wb") as f:
-            while chunk := resp.read(1 << 20):
-                digest.update(chunk)
-                f.write(chunk)
-    except (urllib.error.URLError, OSError) as e:
-        tmp.unlink(missing_ok=True)
-        raise _missing(f"download failed: {getattr(e, 'reason', e)}") from None
-    if not digest.hexdigest().startswith(INCEPTION_SHA256_PREFIX):
-        tmp.unlink(missing_ok=True)
-        raise _missing("the downloaded file has the wrong SHA-256")
-    os.replace(tmp, dest)
+INCEPTION = WeightsFile("Inception weights", INCEPTION_URL, INCEPTION_SHA256_PREFIX, "--inception-weights FILE")
 
 
 def resolve_weights(weights_path: str | Path | None = None, *, allow_download: bool | None = None) -> Path:
     """The Inception weights file to use; downloads into the torch.hub cache only when allowed and online."""
-    if weights_path:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise SmallganError(
-                f"--inception-weights {path} does not exist (expected {INCEPTION_FILE} from {INCEPTION_URL})"
-            )
-        return path
-    cached = weights_cache_dir() / INCEPTION_FILE
-    if cached.is_file():
-        return cached
-    if allow_download is None:
-        allow_download = not offline()
-    if not allow_download:
-        raise _missing(f"offline: {' / '.join(OFFLINE_VARS)} is set" if offline() else "downloads disabled")
-    _download(cached)
-    return cached
+    return INCEPTION.resolve(weights_path, allow_download=allow_download)
 
 
 def load_weights(path: Path) -> bytes:
