@@ -1,6 +1,6 @@
 """Built-in architectures; importing this package registers them (smallgan.registry)."""
 
-from smallgan.models import biggan, biggan_deep
+from smallgan.models import biggan, biggan_deep, fastgan
 from smallgan.registry import Architecture, register
 
 register(Architecture(
@@ -18,4 +18,12 @@ register(Architecture(
     resolutions=biggan_deep.RESOLUTIONS,
     check=biggan_deep.check,
     description="BigGAN-deep: bottleneck ResBlocks, 2 per resolution, full z in every CBN (64-512 px)",
+))
+register(Architecture(
+    name="fastgan",
+    generator=fastgan.Generator,
+    discriminator=fastgan.Discriminator,
+    resolutions=fastgan.RESOLUTIONS,
+    check=fastgan.check,
+    description="FastGAN (Liu et al. 2021): GLU up-blocks, skip-layer excitation, self-supervised D (64-1024 px)",
 ))
