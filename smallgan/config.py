@@ -33,7 +33,7 @@ class ConfigError(SmallganError, ValueError):
 
 @dataclass
 class ModelConfig:
-    arch: str = "biggan"              # registry name: biggan | biggan-deep (see smallgan.registry)
+    arch: str = "biggan"              # registry name: biggan | biggan-deep | fastgan (see smallgan.registry)
     resolution: int = 64              # output size in pixels (square)
     ch: int = 64                      # G width multiplier (the paper's ch; 96 for ImageNet, 64 in ablations)
     d_ch: int = 0                     # D width multiplier; 0 = same as ch
@@ -47,6 +47,8 @@ class ModelConfig:
     bn_eps: float = 1e-5              # BatchNorm eps (authors' launch scripts)
     sn_eps: float = 1e-6              # spectral-norm eps (authors' code)
     deep_blocks: int = 2              # BigGAN-deep: ResBlocks per resolution (paper: 2)
+    sle: bool = True                  # FastGAN: skip-layer excitation in G and D (false = the paper's "w/o SLE")
+    decoder: bool = True              # FastGAN: D's decoders + LPIPS reconstruction of reals (false = "w/o decoder")
 
 
 @dataclass
@@ -88,7 +90,16 @@ class TrainConfig:
     keep_ckpts: int = 3               # checkpoints kept (oldest removed first)
     sv_every: int = 100               # log top singular values of G and D layers (collapse signal)
     eval_every: int = 0               # FID/KID every N steps; 0 = off
+    # FastGAN's self-supervised D: weight of the reconstruction loss (mean LPIPS per real image, summed over
+    # the decoders), and the VGG-16 trunk LPIPS uses: a vgg16-397923af.pth file, "" = torch.hub's cache (or a
+    # download when online), "random" = an untrained trunk (tests only: the loss then means little).
+    recon_weight: float = 1.0
+    lpips_weights: str = ""
     log_with: str = ""                # "", tensorboard, wandb (Accelerate trackers)
+    # Speed and memory (measured with `smallgan bench`; see the README's table before changing them)
+    channels_last: bool = False       # NHWC memory format for G, D and real batches
+    compile: bool = False             # torch.compile G and D (eager fallback when no compiler is available)
+    activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
 
 
 @dataclass
@@ -291,6 +302,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
     if t.keep_ckpts < 1:
         raise ConfigError("train.keep_ckpts must be >= 1")
+    if t.recon_weight < 0 or t.r1_gamma < 0 or t.ortho_beta < 0:
+        raise ConfigError("train.recon_weight, train.r1_gamma and train.ortho_beta must be >= 0 (0 = off)")
     if t.eval_every:
         from smallgan.metrics.best import BestTracker
         from smallgan.metrics.evaluate import parse_metrics

@@ -90,7 +90,8 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
     after = states(trainer)
     weights = [k for k in before if not k.startswith("EMA.") and "original" in k]
     assert all(torch.equal(before[k], after[k]) for k in weights)          # nothing poisoned
-    assert trainer.counters.skipped_d == trainer.cfg.train.d_steps and trainer.counters.skipped_g == 1
+    counters = trainer.sync_counters()
+    assert counters.skipped_d == trainer.cfg.train.d_steps and counters.skipped_g == 1 and counters.bad_streak == 1
     with pytest.raises(TrainingDiverged, match="consecutive"):
         trainer.run()
     assert ckpt.list_checkpoints(trainer.run_dir) == [good_ckpt]            # last good checkpoint intact
@@ -118,7 +119,7 @@ def test_checkpoint_holds_everything_needed(tmp_path):
 
 def test_evaluation_during_training_keeps_the_best_generator(tmp_path):
     trainer = train(tiny(tmp_path, "train.max_steps=6", "train.eval_every=2", "eval.extractor=tiny", "eval.n=16",
-                         "eval.batch_size=8", "eval.metrics=kid,fid", "eval.best=fid"))
+                         "eval.batch_size=64", "eval.metrics=kid,fid", "eval.best=fid"))
     evals = [r for r in read_metrics(trainer.run_dir / "metrics.jsonl") if r.get("event") == "eval"]
     assert [r["step"] for r in evals] == [2, 4, 6]
     assert all(r["n_fake"] == 16 and r["fid"] >= 0 for r in evals)
@@ -152,3 +153,41 @@ def _torchrun(script: Path, *args: str) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_activation_checkpointing_gives_the_same_updates(tmp_path):
+    plain = train(tiny(tmp_path, "train.max_steps=3", name="plain"))
+    recomputed = train(tiny(tmp_path, "train.max_steps=3", "train.activation_checkpointing=true", name="ckpt"))
+    a, b = states(plain), states(recomputed)
+    params = [k for k in a if "original" in k or k.endswith(("weight", "bias", "gamma"))]
+    assert params and all(torch.allclose(a[k], b[k], atol=1e-6) for k in params)
+
+
+def test_compile_falls_back_with_a_note_when_no_compiler(tmp_path, monkeypatch, capsys):
+    import smallgan.training.speed as speed
+
+    monkeypatch.setattr(speed, "compiler_unavailable", lambda device: "no C++ compiler found (install g++)")
+    trainer = train(tiny(tmp_path, "train.max_steps=1", "train.compile=true", "train.channels_last=true"))
+    assert trainer.counters.step == 1
+    assert "training without compilation" in capsys.readouterr().err
+    assert trainer.G._compiled_call_impl is None
+
+
+def test_no_host_sync_in_the_training_step(tmp_path):
+    """Skip counters live on the device and are read at log intervals only."""
+    trainer = Trainer(tiny(tmp_path, "train.max_steps=5"))
+    calls = []
+    original = torch.Tensor.item
+
+    def counting_item(self):
+        calls.append(1)
+        return original(self)
+
+    torch.Tensor.item = counting_item
+    try:
+        for _ in range(3):
+            trainer.train_iteration()
+    finally:
+        torch.Tensor.item = original
+    assert not calls
+    assert trainer.sync_counters().skipped_d == 0

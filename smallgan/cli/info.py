@@ -42,9 +42,10 @@ def info(
 
     cfg = config_from_options(recipe, sets)
     n = cfg.model.n_classes or n_classes or 1
-    torch.manual_seed(0)
-    G = build_generator(cfg.model, n_classes=n)
-    D = build_discriminator(cfg.model, n_classes=n)
+    # Shapes only: on the meta device nothing is allocated or initialised (ImageNet-128 builds instantly).
+    with torch.device("meta"):
+        G = build_generator(cfg.model, n_classes=n)
+        D = build_discriminator(cfg.model, n_classes=n)
     summary = {
         "recipe": cfg.recipe,
         "arch": cfg.model.arch,

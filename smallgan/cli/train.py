@@ -21,6 +21,9 @@ def train_command(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many G steps."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this."),
     precision: Optional[str] = typer.Option(None, "--precision", help="no | fp16 | bf16"),
+    lpips_weights: Optional[str] = typer.Option(
+        None, "--lpips-weights", help="Local vgg16-397923af.pth for FastGAN's LPIPS loss (offline machines)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an existing run folder."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     sets: Optional[list[str]] = SetOption,
@@ -28,7 +31,7 @@ def train_command(
     """Train BigGAN on a prepared dataset (any device; DDP when launched with accelerate/torchrun)."""
     cfg = config_from_options(recipe, sets, {
         "data.path": data, "train.name": name, "train.max_steps": max_steps,
-        "train.max_minutes": max_minutes, "train.precision": precision,
+        "train.max_minutes": max_minutes, "train.precision": precision, "train.lpips_weights": lpips_weights,
     })
     if dry_run:
         print(cfg.to_json())
@@ -44,13 +47,13 @@ app.command("train")(train_command)
 @app.command()
 def demo(
     minutes: float = typer.Option(3.0, "--minutes", help="Training time budget."),
-    steps: int = typer.Option(400, "--steps", help="Maximum G steps (whichever comes first)."),
+    steps: int = typer.Option(2000, "--steps", help="Maximum G steps (whichever comes first)."),
     out_dir: str = typer.Option("runs", "--out-dir", help="Where the demo run folder goes."),
 ) -> None:
     """Prepare the built-in shapes dataset, train the tiny-cpu recipe for a few minutes, write a sample grid."""
     from smallgan.training.loop import train
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     cfg = config_from_options("tiny-cpu", None, {
         "data.path": "builtin:shapes", "train.name": "demo", "train.out_dir": out_dir,
         "train.max_minutes": minutes, "train.max_steps": steps,

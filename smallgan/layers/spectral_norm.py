@@ -60,12 +60,41 @@ class SpectralNorm(nn.Module):
             v = F.normalize(self.v, dim=0, eps=self.eps)
             return torch.dot(u, mat @ v)
 
+    # True: one power iteration per training forward (the authors' code). The training loop turns it off and
+    # calls power_iteration_() once per optimiser step instead: the same estimate per update however many
+    # micro-batches and forwards the step takes, a forward without in-place buffer writes (so activation
+    # checkpointing recomputes it exactly and torch.compile sees no side effects), and none at sampling.
+    iterate_in_forward: bool = True
+
     def forward(self, weight: Tensor) -> Tensor:
         with float32_region(weight.device):
             w = weight.float()
-            if self.training:
+            if self.training and self.iterate_in_forward:
                 self._power_iteration(w.flatten(1), 1)
             return (w / self.sigma(w)).to(weight.dtype)
+
+
+def _spectral_norms(module: nn.Module) -> list[tuple[SpectralNorm, Tensor]]:
+    found = []
+    for mod in module.modules():
+        if parametrize.is_parametrized(mod):
+            for plist in mod.parametrizations.values():
+                found += [(p, plist.original) for p in plist if isinstance(p, SpectralNorm)]
+    return found
+
+
+def iterate_once_per_step(module: nn.Module) -> None:
+    """Stop power iterations inside forward; the owner calls :func:`power_iteration_` once per step."""
+    for sn, _ in _spectral_norms(module):
+        sn.iterate_in_forward = False
+
+
+@torch.no_grad()
+def power_iteration_(module: nn.Module) -> None:
+    """One power iteration for every spectrally normalised weight of `module` (float32, no autocast)."""
+    for sn, weight in _spectral_norms(module):
+        with float32_region(weight.device):
+            sn._power_iteration(weight.detach().float().flatten(1), 1)
 
 
 def spectral_norm(module: nn.Module, eps: float = 1e-6, name: str = "weight") -> nn.Module:

@@ -33,6 +33,7 @@ class RealStream:
         flip: bool = True,
         device: torch.device | str = "cpu",
         on_device: bool = True,
+        channels_last: bool = False,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise TypeError("RealStream expects uint8 images (N, 3, H, W)")
@@ -49,6 +50,7 @@ class RealStream:
         if store.type == "cpu" and self.device.type == "cuda":
             self.images, self.labels = self.images.pin_memory(), self.labels.pin_memory()
         self.seed, self.rank, self.flip = seed, rank, flip
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -76,4 +78,4 @@ class RealStream:
             # Uses the step-seeded global RNG, so it too replays exactly on resume.
             mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
             x = torch.where(mask, x.flip(3), x)
-        return x, y
+        return x.contiguous(memory_format=self.memory_format), y

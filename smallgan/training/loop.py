@@ -8,7 +8,7 @@ process sees is a function of how many it has consumed: a resumed run replays ex
 
 from __future__ import annotations
 
-import json
+import copy
 import math
 import os
 import shutil
@@ -27,10 +27,12 @@ from smallgan.config import Config, ConfigError, accumulation_steps
 from smallgan.ema import EMA
 from smallgan.errors import SmallganError
 from smallgan.latents import sample_latents
-from smallgan.layers.spectral_norm import top_singular_values
+from smallgan.layers.spectral_norm import iterate_once_per_step, power_iteration_, top_singular_values
 from smallgan.registry import build_discriminator, build_generator
 from smallgan.training.batches import RealStream, derive_seed
+from smallgan.training.evaluation import QualityTracker
 from smallgan.training.phases import GANPhases, optimizer_step
+from smallgan.training.speed import apply_speed_options
 from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput
 
 
@@ -86,7 +88,10 @@ class Trainer:
         resume: str | None = None,
         overwrite: bool = False,
         console: Console | None = None,
+        dataset: Any = None,
     ) -> None:
+        """`dataset`: an already loaded set (``.images`` uint8, ``.labels``, ``.class_names``) instead of
+        ``cfg.data.path``; benchmarks use it to time steps on synthetic images."""
         from smallgan.data import load_prepared, resolve_dataset
 
         self.cfg = cfg
@@ -94,16 +99,19 @@ class Trainer:
         self.run_dir = run_dir_for(cfg)
         self.accelerator = acc = _make_accelerator(cfg, self.run_dir)
         self.is_main = acc.is_main_process
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)  # log lines stay whole
         self.rank, self.world = acc.process_index, acc.num_processes
         self.accumulation = accumulation_steps(cfg, self.world)
         self.augment = DiffAugment(t.diffaug)
         resume_path = self._resume_path(resume, overwrite)
 
         # Data: prepared once (main process first), then held in memory as uint8.
-        with acc.main_process_first():
-            data_path = resolve_dataset(cfg.data.path, cfg.model.resolution, console=self.console)
-        dataset = load_prepared(data_path, resolution=cfg.model.resolution)
+        if dataset is None:
+            with acc.main_process_first():
+                data_path = resolve_dataset(cfg.data.path, cfg.model.resolution, console=self.console)
+            dataset = load_prepared(data_path, resolution=cfg.model.resolution)
+        else:
+            data_path = None
         self.class_names = list(dataset.class_names)
         n_data_classes = max(len(self.class_names), 1)
         if cfg.model.n_classes not in (0, 1) and cfg.model.n_classes != n_data_classes:
@@ -112,12 +120,15 @@ class Trainer:
                 "set model.n_classes=0 (from the data) or 1 (unconditional)"
             )
         self.n_classes = cfg.model.n_classes or n_data_classes
+        # Saved configs (checkpoints, generator export) hold the resolved class count: self-describing.
+        self.cfg = cfg = copy.deepcopy(cfg)
+        cfg.model.n_classes = self.n_classes
         labels = dataset.labels if self.n_classes > 1 else torch.zeros_like(dataset.labels)
         if self.n_classes == 1:
             self.class_names = []
         self.stream = RealStream(
             dataset.images, labels, rank=self.rank, world=self.world, seed=t.seed, flip=cfg.data.flip,
-            device=acc.device, on_device=cfg.data.on_device,
+            device=acc.device, on_device=cfg.data.on_device, channels_last=t.channels_last,
         )
 
         # Models: the same seed on every process, so all ranks start from identical weights.
@@ -126,11 +137,15 @@ class Trainer:
         D = build_discriminator(cfg.model, n_classes=self.n_classes)
         if t.sync_bn and self.world > 1 and acc.device.type == "cuda":
             G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
-        elif t.sync_bn and self.is_main:
-            self.console.print("note: train.sync_bn needs several CUDA processes; using plain BatchNorm")
+        elif t.sync_bn:
+            self._note("train.sync_bn needs several CUDA processes; using plain BatchNorm")
         G, D = G.to(acc.device), D.to(acc.device)
+        iterate_once_per_step(G)
+        iterate_once_per_step(D)
         self.ema = EMA(G, t.ema_decay, t.ema_start)
-        adam = dict(betas=tuple(t.betas), eps=t.adam_eps)
+        apply_speed_options(G, D, t, acc.device, note=self._note)
+        # Fused Adam: one kernel per step, and it skips a non-finite step on the device (no host sync).
+        adam = dict(betas=tuple(t.betas), eps=t.adam_eps, fused=True)
         self.g_opt = torch.optim.Adam(G.parameters(), lr=t.g_lr, **adam)
         self.d_opt = torch.optim.Adam(D.parameters(), lr=t.d_lr, **adam)
         fp16 = t.precision == "fp16"
@@ -150,58 +165,32 @@ class Trainer:
 
         G_wrapped, D_wrapped = acc.prepare(G, D)
         self.G, self.D = G, D  # unwrapped
+        self._g_params, self._d_params = list(G.parameters()), list(D.parameters())
+        self._device_counters = {name: torch.tensor(float(getattr(self.counters, name)), device=acc.device)
+                                 for name in ("skipped_d", "skipped_g", "bad_streak")}
+        perceptual = None
+        if getattr(D, "reconstructs", False):  # FastGAN's self-supervised D: LPIPS, frozen, outside D's state
+            from smallgan.perceptual import build_lpips
+
+            with acc.main_process_first():  # one process downloads the VGG weights, the others find them cached
+                perceptual = build_lpips(t.lpips_weights).to(acc.device)
         self.phases = GANPhases(
             accelerator=acc, G=G_wrapped, D=D_wrapped, G_raw=G, D_raw=D, augment=self.augment,
             d_loss_name=t.loss, micro_batch=t.micro_batch, accumulation=self.accumulation,
-            r1_gamma=t.r1_gamma, ortho_beta=t.ortho_beta,
+            r1_gamma=t.r1_gamma, ortho_beta=t.ortho_beta, perceptual=perceptual, recon_weight=t.recon_weight,
         )
         # Fixed latents for the progress grids, drawn from their own generator: the same on every run.
         g = torch.Generator().manual_seed(derive_seed(t.seed, 0xA11CE))
         z, y = sample_latents(cfg.sample.n, G.z_dim, self.n_classes, trunc=cfg.sample.trunc, generator=g)
         self.fixed_z, self.fixed_y = z.to(acc.device), y.to(acc.device)
         self._stop_signal: str | None = None
-        self._setup_evaluation(data_path)
+        self.quality = QualityTracker(cfg, data_path, acc, (self._resumed_state or {}).get("best"))
+
+    def _note(self, message: str) -> None:
+        if self.is_main:
+            self.console.print(f"note: {message}")
 
     # ------------------------------------------------------------------------------------------------
-    def _setup_evaluation(self, data_path: Path) -> None:
-        """Quality tracking (train.eval_every): the extractor is built now, so missing weights fail early."""
-        from smallgan.metrics.best import BestTracker
-
-        self.data_path = data_path
-        self.best = BestTracker()
-        if self._resumed_state is not None and "best" in self._resumed_state:
-            self.best.load_state_dict(self._resumed_state["best"])
-        self.extractor = None
-        self._real_stats = None
-        if self.cfg.train.eval_every:
-            from smallgan.metrics.features import build_extractor
-
-            e = self.cfg.eval
-            self.extractor = build_extractor(e.extractor, e.inception_weights, self.accelerator.device)
-
-    def evaluate(self) -> dict[str, float]:
-        """FID/KID/... of the EMA generator; keeps best/ when the tracked metric improves. All processes call it."""
-        from smallgan.metrics.evaluate import evaluate_generator, real_statistics
-        from smallgan.metrics.generate import generator_sample_fn
-
-        e, acc = self.cfg.eval, self.accelerator
-        if self._real_stats is None:  # computed once, cached beside the dataset (not under main_process_first:
-            # it gathers across processes)
-            self._real_stats = real_statistics(self.data_path, self.extractor, resolution=self.cfg.model.resolution,
-                                               batch_size=e.batch_size, accelerator=acc)
-        # The same latents at every evaluation, so successive numbers differ only by the generator.
-        sample_fn = generator_sample_fn(self.ema.shadow, self.n_classes, seed=self.cfg.train.seed,
-                                        trunc=self.cfg.sample.trunc, device=acc.device)
-        results = evaluate_generator(sample_fn, e.n, self._real_stats, self.extractor, metrics=tuple(e.metrics),
-                                     batch_size=e.batch_size, accelerator=acc)
-        if self.best.update(e.best, results[e.best], self.counters.step) and self.is_main:
-            best_dir = self.run_dir / "best"
-            ckpt.export_generator(best_dir / ckpt.GENERATOR_FILE, self.ema.shadow, self.cfg, self.class_names,
-                                  self.counters.step)
-            ckpt.atomic_write_text(best_dir / "best.json", json.dumps(
-                {"metric": e.best, "value": results[e.best], "step": self.counters.step, **results}, indent=2))
-        return results
-
     def _resume_path(self, resume: str | None, overwrite: bool) -> Path | None:
         existing = ckpt.latest_checkpoint(self.run_dir)
         if resume in (None, ""):
@@ -251,6 +240,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path | None:
         """Every process takes part (gathers the stream positions); only the main one writes."""
+        self.sync_counters()
         seen = torch.tensor([self.counters.real_seen], device=self.accelerator.device)
         real_seen_by_rank = self.accelerator.gather(seen).tolist()
         if not self.is_main:
@@ -259,10 +249,11 @@ class Trainer:
             "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
             "g_scaler": self.g_scaler.state_dict(), "d_scaler": self.d_scaler.state_dict(),
             "counters": vars(self.counters), "real_seen_by_rank": real_seen_by_rank, "world": self.world,
-            "best": self.best.state_dict(),
+            "best": self.quality.best.state_dict(),
         }
         weights = {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.ema.state_dict()}
-        path = ckpt.save_checkpoint(self.run_dir, self.counters.step, weights, state, self.cfg, self.cfg.train.keep_ckpts)
+        path = ckpt.save_checkpoint(self.run_dir, self.counters.step, weights, state, self.cfg,
+                                    self.cfg.train.keep_ckpts, class_names=self.class_names)
         ckpt.export_generator(self.run_dir / ckpt.GENERATOR_FILE, self.ema.shadow, self.cfg, self.class_names,
                               self.counters.step)
         return path
@@ -289,25 +280,36 @@ class Trainer:
         return self.stream.batch(pos, self.cfg.train.micro_batch)
 
     def train_iteration(self) -> dict[str, torch.Tensor]:
-        """d_steps D steps and one G step. Returns device tensors (no host sync beyond the finite checks)."""
-        t, c = self.cfg.train, self.counters
+        """d_steps D steps and one G step. Returns device tensors; nothing here waits for the device."""
+        t, c, dc = self.cfg.train, self.counters, self._device_counters
         torch.manual_seed(derive_seed(t.seed, self.rank, c.step))
-        bad = False
-        d_losses = []
+        bad = torch.zeros((), device=self.accelerator.device)
+        d_losses, recon = [], []
         for _ in range(t.d_steps):
+            power_iteration_(self.D)  # one spectral-norm power iteration per optimiser step
             d_losses.append(self.phases.discriminator(self._next_real, self.d_scaler))
-            if not optimizer_step(self.d_opt, self.d_scaler, list(self.D.parameters())):
-                c.skipped_d += 1
-                bad = True
+            recon.append(self.phases.last_recon)
+            skipped = optimizer_step(self.d_opt, self.d_scaler, self._d_params)
+            dc["skipped_d"] += skipped
+            bad = torch.maximum(bad, skipped)
+        power_iteration_(self.G)
         g_loss = self.phases.generator(self.g_scaler)
-        if not optimizer_step(self.g_opt, self.g_scaler, list(self.G.parameters()),
-                              before_step=self.phases.add_orthogonal_gradient):
-            c.skipped_g += 1
-            bad = True
+        skipped = optimizer_step(self.g_opt, self.g_scaler, self._g_params,
+                                 before_step=self.phases.add_orthogonal_gradient)
+        dc["skipped_g"] += skipped
+        dc["bad_streak"] = (dc["bad_streak"] + 1) * torch.maximum(bad, skipped)
         c.step += 1
         self.ema.update(self.G, c.step)
-        c.bad_streak = c.bad_streak + 1 if bad else 0
-        return {"d_loss": torch.stack(d_losses).mean(), "g_loss": g_loss}
+        losses = {"d_loss": torch.stack(d_losses).mean(), "g_loss": g_loss}
+        if self.phases.perceptual is not None:
+            losses["d_recon"] = torch.stack(recon).mean()
+        return losses
+
+    def sync_counters(self) -> Counters:
+        """Copy the device-side skip counters into `counters` (a host sync: log intervals and checkpoints)."""
+        for name, value in self._device_counters.items():
+            setattr(self.counters, name, int(value.item()))
+        return self.counters
 
     def _install_signal_handlers(self) -> dict:
         previous = {}
@@ -355,7 +357,8 @@ class Trainer:
             )
         progress = ProgressLine(self.console, t.max_steps, c.step, enabled=self.is_main)
         spikes, speed = SpikeDetector(), Throughput()
-        sums = {"d_loss": torch.zeros((), device=acc.device), "g_loss": torch.zeros((), device=acc.device)}
+        keys = ["d_loss", "g_loss"] + (["d_recon"] if self.phases.perceptual is not None else [])
+        sums = {k: torch.zeros((), device=acc.device) for k in keys}
         since_log = 0
         t_start = time.perf_counter()
         elapsed0 = c.elapsed
@@ -367,17 +370,19 @@ class Trainer:
                 for k in sums:
                     sums[k] += losses[k]
                 since_log += 1
-                speed.add(t.batch)
+                speed.add(t.batch * t.d_steps)
                 c.elapsed = elapsed0 + time.perf_counter() - t_start
-                if c.bad_streak >= t.max_bad_steps:
-                    raise TrainingDiverged(
-                        f"{c.bad_streak} consecutive steps with non-finite gradients at step {c.step}; stopped. "
-                        f"Last good checkpoint: {ckpt.latest_checkpoint(self.run_dir) or 'none'}. "
-                        "Lower the learning rates, or use train.precision=bf16 instead of fp16"
-                    )
                 at_log = c.step % t.log_every == 0 or c.step == t.max_steps
                 if at_log:
+                    # Skipped steps never touched the weights; the streak is read here, not every step.
+                    if self.sync_counters().bad_streak >= t.max_bad_steps:
+                        raise TrainingDiverged(
+                            f"{c.bad_streak} consecutive steps with non-finite gradients at step {c.step}; "
+                            f"stopped. Last good checkpoint: {ckpt.latest_checkpoint(self.run_dir) or 'none'}. "
+                            "Lower the learning rates, or use train.precision=bf16 instead of fp16"
+                        )
                     record = {k: (v / since_log).item() for k, v in sums.items()}
+                    # img/s counts real images through D (batch x d_steps per iteration), like kimg.
                     record.update(step=c.step, kimg=c.step * t.batch * t.d_steps / 1000, img_s=speed.rate(),
                                   seconds=round(c.elapsed, 2), skipped_d=c.skipped_d, skipped_g=c.skipped_g)
                     for v in sums.values():
@@ -399,9 +404,11 @@ class Trainer:
                 if t.sample_every and c.step % t.sample_every == 0:
                     self.write_samples()
                 if t.eval_every and c.step % t.eval_every == 0:
-                    results = self.evaluate()
+                    results = self.quality.evaluate(self.ema.shadow, self.n_classes, c.step, self.run_dir,
+                                                    self.class_names)
                     if log is not None:
-                        log.write({"event": "eval", "step": c.step, "extractor": self.extractor.name, **results})
+                        log.write({"event": "eval", "step": c.step, "extractor": self.quality.extractor.name,
+                                   **results})
                     if self.is_main:
                         shown = ", ".join(f"{k} {results[k]:.4g}" for k in self.cfg.eval.metrics if k in results)
                         self.console.print(f"step {c.step} eval ({results['n_fake']} images): {shown}")

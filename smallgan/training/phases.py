@@ -39,11 +39,17 @@ class GANPhases:
     accumulation: int
     r1_gamma: float = 0.0
     ortho_beta: float = 0.0
+    perceptual: nn.Module | None = None   # LPIPS, for a D that reconstructs real images (FastGAN)
+    recon_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.d_loss = D_LOSSES[self.d_loss_name]
         self.z_dim: int = self.G_raw.z_dim
         self.n_classes: int = self.G_raw.n_classes
+        # A D with `splits_real_fake` (FastGAN's) is told how many leading images are real: its BatchNorm then
+        # sees reals and fakes as separate batches, and it returns (decoded, target) pairs for the reals.
+        self.splits_real_fake = bool(getattr(self.D_raw, "splits_real_fake", False))
+        self.last_recon: Tensor | None = None  # mean reconstruction loss of the last D step, for the logs
 
     def _sync_context(self, model: nn.Module, micro_index: int) -> contextlib.AbstractContextManager:
         last = micro_index == self.accumulation - 1
@@ -56,6 +62,7 @@ class GANPhases:
         """Accumulate D's gradients for one optimiser step; returns the mean loss (a device tensor)."""
         self.D_raw.requires_grad_(True)
         total = torch.zeros((), device=self.accelerator.device)
+        recon_total = torch.zeros((), device=self.accelerator.device)
         for i in range(self.accumulation):
             x_real, y_real = reals()
             z, y_fake = self._latents()
@@ -69,14 +76,30 @@ class GANPhases:
                     x = self.augment(x)
                     if self.r1_gamma > 0:
                         x.requires_grad_(True)
-                    logits = self.D(x, torch.cat([y_real, y_fake])).float()
+                    y = torch.cat([y_real, y_fake])
+                    if self.splits_real_fake:
+                        logits, pairs = self.D(x, y, n_real=x_real.shape[0])
+                    else:
+                        logits, pairs = self.D(x, y), []
+                    logits = logits.float()
                     real_logits, fake_logits = logits.split([x_real.shape[0], fake.shape[0]])
                     loss = self.d_loss(real_logits, fake_logits)
+                    if pairs:
+                        recon = self.reconstruction_loss(pairs)
+                        loss = loss + self.recon_weight * recon
+                        recon_total += recon.detach()
                     if self.r1_gamma > 0:
                         loss = loss + 0.5 * self.r1_gamma * r1_penalty(real_logits, x)
                 scaler.scale(loss / self.accumulation).backward()
             total += loss.detach()
+        self.last_recon = recon_total / self.accumulation
         return total / self.accumulation
+
+    def reconstruction_loss(self, pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """FastGAN's L_recons (sec. 3.2): per decoder the mean perceptual distance to its target, summed."""
+        if self.perceptual is None:
+            raise ValueError("the discriminator reconstructs real images but GANPhases has no perceptual loss")
+        return sum(self.perceptual(decoded, target).float().mean() for decoded, target in pairs)
 
     def generator(self, scaler: torch.amp.GradScaler) -> Tensor:
         """Accumulate G's gradients for one optimiser step; returns the mean loss (a device tensor)."""
@@ -120,26 +143,36 @@ def optimizer_step(
     scaler: torch.amp.GradScaler,
     params: list[nn.Parameter],
     before_step: Callable[[], None] | None = None,
-) -> bool:
-    """Unscale, check, step. Returns False when the step was skipped for non-finite gradients.
+) -> Tensor:
+    """Unscale, check, step. Returns a device scalar: 1.0 when the step was skipped (non-finite gradients).
 
-    Gradients are all-reduced before this point, so every process takes the same decision. With fp16 the
-    GradScaler skips overflowed steps itself (and lowers its scale); otherwise we check the gradients'
-    norms, so a NaN or Inf loss never reaches the weights.
+    Gradients are all-reduced before this point, so every process takes the same decision. A fused
+    optimiser reads `found_inf` on the device and leaves weights, moments and its step count untouched when
+    it is set, so neither case costs a host sync (the loop reads the skip counters at log intervals). With
+    fp16, the GradScaler's own check also lowers the scale. Other optimisers fall back to one sync a step.
     """
-    scaler.unscale_(optimizer)
-    if before_step is not None:
-        before_step()
+    device = params[0].device
     if scaler.is_enabled():
-        scale = scaler.get_scale()
+        scaler.unscale_(optimizer)
+        found_inf = sum(v.float() for v in scaler._found_inf_per_device(optimizer).values()).reshape(())
+        if before_step is not None:
+            before_step()
         scaler.step(optimizer)
         scaler.update()
-        stepped = scaler.get_scale() >= scale
     else:
+        found_inf = torch.zeros((), device=device)
         grads = [p.grad for p in params if p.grad is not None]
-        norms = torch._foreach_norm(grads) if grads else [torch.zeros(())]
-        stepped = bool(torch.isfinite(torch.stack(norms)).all())  # the one host sync per optimiser step
-        if stepped:
+        if grads:
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch.ones((), device=device))
+        if before_step is not None:
+            before_step()
+        if all(group.get("fused") for group in optimizer.param_groups):
+            optimizer.found_inf, optimizer.grad_scale = found_inf, None
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf, optimizer.grad_scale
+        elif not found_inf.item():
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return stepped
+    return found_inf.clamp(max=1.0)

@@ -1,0 +1,79 @@
+"""Opt-in speed and memory options for G and D (train.channels_last, train.compile,
+train.activation_checkpointing). Each is measured by `smallgan bench` before it becomes a default:
+see the README's speed table."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def compiler_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot work here, or None when it can."""
+    try:
+        import torch._dynamo
+
+        if not torch._dynamo.is_dynamo_supported():
+            return "torch.compile does not support this Python version"
+    except ImportError:
+        return "this PyTorch build has no torch.compile"
+    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    if device.type == "cpu" and not shutil.which(os.environ.get("CXX", "g++")) and not shutil.which("c++"):
+        return "no C++ compiler found (install g++)"
+    return None
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    """The residual blocks of a model (`model.blocks`: a ModuleDict of blocks or of lists of blocks)."""
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        return []
+    out: list[nn.Module] = []
+    for stage in blocks.values() if isinstance(blocks, nn.ModuleDict) else blocks:
+        out += list(stage) if isinstance(stage, (nn.ModuleList, nn.Sequential)) else [stage]
+    return out
+
+
+def enable_activation_checkpointing(model: nn.Module) -> int:
+    """Recompute each block's activations during backward instead of storing them (memory for time).
+
+    Apply after the EMA copy is made (the copy must keep the plain forward). Spectral-norm power iterations
+    run outside forward (once per step), so a recomputed forward equals the first one; BatchNorm running
+    statistics are updated twice per step, which standing statistics at sampling time make irrelevant.
+    """
+    blocks = _blocks(model)
+    for block in blocks:
+        plain = block.forward
+
+        def forward(*args, _plain=plain, **kwargs):
+            if torch.is_grad_enabled():
+                return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+            return _plain(*args, **kwargs)
+
+        block.forward = forward
+    return len(blocks)
+
+
+def apply_speed_options(G: nn.Module, D: nn.Module, train_cfg, device: torch.device, note) -> None:
+    """channels_last, activation checkpointing and torch.compile, in that order, as the config asks."""
+    if train_cfg.channels_last:
+        G.to(memory_format=torch.channels_last)
+        D.to(memory_format=torch.channels_last)
+    if train_cfg.activation_checkpointing:
+        n = enable_activation_checkpointing(G) + enable_activation_checkpointing(D)
+        if n == 0:
+            note("train.activation_checkpointing: this architecture exposes no blocks; ignored")
+    if train_cfg.compile:
+        reason = compiler_unavailable(device)
+        if reason:
+            note(f"train.compile: {reason}; training without compilation")
+        else:
+            # Module.compile() compiles in place: state_dict keys stay free of `_orig_mod.` prefixes.
+            G.compile()
+            D.compile()
