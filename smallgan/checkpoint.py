@@ -187,13 +187,9 @@ def save_checkpoint(
         atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
         atomic_write_text(tmp / "config.json", cfg.to_json())
         atomic_write_text(tmp / "class_names.json", json.dumps(class_names or []))
-        if final.exists():  # re-saving the same step (e.g. right after a resume): swap, then drop the old one
-            old = root / f".old-step-{step:07d}-{os.getpid()}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        if final.exists():  # re-saving the same step (e.g. right after a resume): replace the old one
+            _remove_checkpoint(final)
+        tmp.rename(final)
         _fsync_dir(root)
     except OSError as e:
         previous = latest_checkpoint(run_dir)
@@ -204,8 +200,16 @@ def save_checkpoint(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove_checkpoint(old)
     return final
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Rename out of the step-* namespace first (atomic), then delete: a kill during the (file by file)
+    deletion leaves a hidden folder that remove_incomplete() sweeps, never a step-* folder missing files."""
+    trash = path.with_name(f".old-{path.name}-{os.getpid()}")
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], Config]:

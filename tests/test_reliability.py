@@ -117,6 +117,29 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, sig):
     assert int(latest.name.split("-")[1]) == last_logged     # nothing trained after the last checkpoint is lost
 
 
+def test_dying_while_old_checkpoints_are_deleted_leaves_only_complete_ones(tmp_path, monkeypatch):
+    trainer = train(tiny(tmp_path, "train.max_steps=2", "train.keep_ckpts=1"))
+    real_rmtree = shutil.rmtree
+
+    def die_midway(path, ignore_errors=False):
+        if ".old-" not in Path(path).name:               # only the retention deletion dies
+            return real_rmtree(path, ignore_errors=ignore_errors)
+        first = sorted(Path(path).iterdir())[0]
+        first.unlink()                                   # one file gone, then the process "dies"
+        raise SystemExit("killed")
+
+    trainer.train_iteration()
+    monkeypatch.setattr(ckpt.shutil, "rmtree", die_midway)
+    with pytest.raises(SystemExit):
+        trainer.save_checkpoint()                        # step 3 written, deleting step 2 dies midway
+    monkeypatch.setattr(ckpt.shutil, "rmtree", real_rmtree)
+    complete = ckpt.list_checkpoints(trainer.run_dir)
+    assert [p.name for p in complete] == ["step-0000003"]
+    ckpt.load_checkpoint(complete[0])
+    assert ckpt.remove_incomplete(trainer.run_dir)       # the half-deleted folder is swept at the next start
+    assert not [p for p in (trainer.run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
 # ---------------------------------------------------------------------------------------------
 # Disk full / unwritable
 
