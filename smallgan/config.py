@@ -97,7 +97,7 @@ class TrainConfig:
     lpips_weights: str = ""
     log_with: str = ""                # "", tensorboard, wandb (Accelerate trackers)
     # Speed and memory (measured with `smallgan bench`; see the README's table before changing them)
-    channels_last: bool = False       # NHWC memory format for G, D and real batches
+    channels_last: bool = True        # NHWC memory format for G, D and real batches (1.05-1.3x on CPU)
     compile: bool = False             # torch.compile G and D (eager fallback when no compiler is available)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
 
