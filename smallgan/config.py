@@ -55,7 +55,7 @@ class ModelConfig:
 class DataConfig:
     path: str = "builtin:shapes"      # prepared dataset folder, an image folder (prepared on the fly), or builtin:NAME
     flip: bool = True                 # random horizontal flip of real images
-    workers: int = 0                  # DataLoader workers; 0 = load in the main process (tensors are in memory)
+    workers: int = 0                  # processes when an image folder is prepared on the fly; 0 = all cores
     on_device: bool = True            # keep the whole (small) dataset on the training device as uint8 when it fits
 
 

@@ -34,13 +34,15 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(cache_dir or os.environ.get("SMALLGAN_CACHE") or DEFAULT_CACHE).expanduser()
 
 
-def resolve_dataset(path: str, resolution: int, *, cache_dir: str | Path | None = None, console: Any = None) -> Path:
+def resolve_dataset(path: str, resolution: int, *, cache_dir: str | Path | None = None, console: Any = None,
+                    workers: int = 0) -> Path:
     """Turn ``data.path`` into a prepared dataset folder, preparing into the cache when needed.
 
     ``builtin:NAME`` is prepared once per resolution; a raw image folder is prepared into a cache
     entry keyed by its absolute path and the resolution, and prepared again when its files change;
     ``hf:NAME`` / ``imagefolder:PATH`` / a plain ``save_to_disk`` folder are prepared once.
-    In a multi-process run call this on the main process first, then on the others.
+    In a multi-process run call this on the main process first, then on the others. ``workers``: processes
+    for a preparation (0 = all cores).
     """
     from data_tools.hub import is_saved_dataset
     from data_tools.prepare import read_meta
@@ -49,7 +51,7 @@ def resolve_dataset(path: str, resolution: int, *, cache_dir: str | Path | None 
     root = cache_root(cache_dir)
     if path.startswith("builtin:"):
         target = root / "builtin" / f"{path.split(':', 1)[1]}-{resolution}"
-        return _prepared(path, target, resolution, console, note=False)
+        return _prepared(path, target, resolution, console, note=False, workers=workers)
     folder = Path(path).expanduser()
     is_dir = folder.is_dir()
     if is_dir and read_meta(folder) is not None:
@@ -57,14 +59,14 @@ def resolve_dataset(path: str, resolution: int, *, cache_dir: str | Path | None 
     if path.startswith(("hf:", "imagefolder:")) or (is_dir and is_saved_dataset(folder)):
         # A Hugging Face dataset has no cheap fingerprint: prepared once per name and resolution.
         key = _key(str(folder.resolve()) if is_dir else path)
-        return _prepared(path, root / "hf" / f"{key}-{resolution}", resolution, console)
+        return _prepared(path, root / "hf" / f"{key}-{resolution}", resolution, console, workers=workers)
     if not is_dir:
         raise SmallganError(f"dataset {path} does not exist; give a prepared folder, an image folder or builtin:shapes")
     src = open_folder(folder, "auto")
     if src.total == 0:
         raise SmallganError(f"{path} contains no images (jpg, png, webp, bmp, gif, tiff); nothing to train on")
     target = root / "folders" / f"{folder.resolve().name}-{_key(str(folder.resolve()))}-{resolution}"
-    return _prepared(str(folder), target, resolution, console, fingerprint=src.fingerprint)
+    return _prepared(str(folder), target, resolution, console, fingerprint=src.fingerprint, workers=workers)
 
 
 def _key(text: str) -> str:
@@ -72,7 +74,7 @@ def _key(text: str) -> str:
 
 
 def _prepared(source: str, target: Path, resolution: int, console: Any, *, fingerprint: str | None = None,
-              note: bool = True) -> Path:
+              note: bool = True, workers: int = 0) -> Path:
     """``target`` if it already holds ``source`` at ``resolution`` (and unchanged files), else prepare it."""
     from rich.console import Console
 
@@ -85,7 +87,7 @@ def _prepared(source: str, target: Path, resolution: int, console: Any, *, finge
     console = console or Console(stderr=True, quiet=not note)
     if note:
         console.print(f"note: {source} is not a prepared dataset; preparing it at {resolution} px into {target}")
-    prepare(source, target, PrepareOptions(resolution=resolution), force=True, console=console)
+    prepare(source, target, PrepareOptions(resolution=resolution, workers=workers), force=True, console=console)
     return target
 
 

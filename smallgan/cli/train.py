@@ -24,6 +24,9 @@ def train_command(
     lpips_weights: Optional[str] = typer.Option(
         None, "--lpips-weights", help="Local vgg16-397923af.pth for FastGAN's LPIPS loss (offline machines)."
     ),
+    log_with: Optional[str] = typer.Option(
+        None, "--log-with", help="Also log to Accelerate trackers: tensorboard or wandb (installed separately)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an existing run folder."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     sets: Optional[list[str]] = SetOption,
@@ -32,6 +35,7 @@ def train_command(
     cfg = config_from_options(recipe, sets, {
         "data.path": data, "train.name": name, "train.max_steps": max_steps,
         "train.max_minutes": max_minutes, "train.precision": precision, "train.lpips_weights": lpips_weights,
+        "train.log_with": log_with,
     })
     if dry_run:
         print(cfg.to_json())

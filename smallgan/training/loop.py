@@ -108,7 +108,8 @@ class Trainer:
         # Data: prepared once (main process first), then held in memory as uint8.
         if dataset is None:
             with acc.main_process_first():
-                data_path = resolve_dataset(cfg.data.path, cfg.model.resolution, console=self.console)
+                data_path = resolve_dataset(cfg.data.path, cfg.model.resolution, console=self.console,
+                                            workers=cfg.data.workers)
             dataset = load_prepared(data_path, resolution=cfg.model.resolution)
         else:
             data_path = None

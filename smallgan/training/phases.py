@@ -70,8 +70,8 @@ class GANPhases:
                 with torch.no_grad(), self.accelerator.autocast():
                     fake = self.G_raw(z, y_fake)
                 with self.accelerator.autocast():
-                    # Real and fake in one D forward: one power iteration per step and one batch through
-                    # DDP, avoiding the buffer-broadcast in-place error of two forwards (accelerate-gan.md).
+                    # Real and fake in one D forward: one batch through DDP per micro-batch, avoiding the
+                    # buffer-broadcast in-place error of two forwards (accelerate-gan.md).
                     x = torch.cat([x_real, fake.to(x_real.dtype)])
                     x = self.augment(x)
                     if self.r1_gamma > 0:
