@@ -134,14 +134,11 @@ def remove_incomplete(run_dir: Path) -> list[Path]:
     return stale
 
 
-def estimated_checkpoint_bytes(modules: list[nn.Module], optimizer_copies: int = 2) -> int:
-    """Size of one checkpoint: weights and buffers of each module, plus Adam's two moments per trained weight."""
-    total = 0
-    for m in modules:
-        total += sum(t.numel() * t.element_size() for t in m.state_dict().values())
-    trained = modules[:2]  # G and D carry optimiser state; the EMA copy does not
-    total += optimizer_copies * sum(p.numel() * 4 for m in trained for p in m.parameters())
-    return total
+def estimated_checkpoint_bytes(trained: list[nn.Module], frozen: list[nn.Module]) -> int:
+    """Size of one checkpoint: weights and buffers of every module, plus Adam's two float32 moments for each
+    parameter of the `trained` ones (the EMA copy is `frozen`: no optimiser state)."""
+    total = sum(t.numel() * t.element_size() for m in trained + frozen for t in m.state_dict().values())
+    return total + 2 * sum(p.numel() * 4 for m in trained for p in m.parameters())
 
 
 def check_writable(run_dir: Path, needed_bytes: int) -> None:

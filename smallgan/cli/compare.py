@@ -20,7 +20,6 @@ from smallgan.cli.app import app
 from smallgan.errors import SmallganError
 
 STANDARD_EXTRACTOR = "inception"   # prefix of the extractor name whose numbers are comparable to papers
-TITLE_PX = 22                      # height of the title strip above each grid
 GAP_PX = 12                        # space between grids
 
 
@@ -112,7 +111,8 @@ def sample_grid(G: Any, n: int, seed: int, tile: int, device: str) -> Any:
     """A (3, H, W) uint8 grid of n images from seeded latents, each resized to tile x tile."""
     import torch
     import torch.nn.functional as F
-    from torchvision.utils import make_grid
+
+    from smallgan.sampling import make_grid
 
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, G.z_dim, generator=g)
@@ -123,28 +123,7 @@ def sample_grid(G: Any, n: int, seed: int, tile: int, device: str) -> Any:
         for zc, yc in zip(z.split(16), y.split(16)):
             x = G(zc.to(device), yc.to(device)).float().cpu()
             chunks.append(F.interpolate(x, size=(tile, tile), mode="area" if x.shape[-1] > tile else "nearest"))
-    images = ((torch.cat(chunks).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return make_grid(images, nrow=max(1, math.ceil(math.sqrt(n))), padding=2, pad_value=255)
-
-
-def side_by_side(grids: list[Any], titles: list[str]) -> Any:
-    """One white PIL image with the grids left to right, each under its title."""
-    from PIL import Image, ImageDraw
-
-    pictures = [Image.fromarray(g.permute(1, 2, 0).numpy()) for g in grids]
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    # A column is as wide as its grid or its title, whichever is wider, so titles never overlap.
-    columns = [max(p.width, int(measure.textlength(t)) + 4) for p, t in zip(pictures, titles)]
-    width = sum(columns) + GAP_PX * (len(pictures) + 1)
-    height = max(p.height for p in pictures) + TITLE_PX + 2 * GAP_PX
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    x = GAP_PX
-    for picture, title, column in zip(pictures, titles, columns):
-        draw.text((x, GAP_PX), title, fill="black")
-        canvas.paste(picture, (x, GAP_PX + TITLE_PX))
-        x += column + GAP_PX
-    return canvas
+    return make_grid(torch.cat(chunks), nrow=max(1, math.ceil(math.sqrt(n))), padding=2, pad_value=255)
 
 
 COLUMNS = ("run", "model", "G params", "D params", "steps", "kimg", "wall s", "img/s", "best FID (step)",
@@ -200,6 +179,7 @@ def compare(
     from rich.table import Table
 
     from smallgan import checkpoint as ckpt
+    from smallgan.sampling import side_by_side
 
     if len(runs) < 2:
         raise SmallganError("compare needs at least two run folders, e.g. smallgan compare runs/a runs/b")
@@ -231,7 +211,7 @@ def compare(
         if G is not None:
             grids.append(sample_grid(G, n, seed, px, device))
             titles.append(f"{s.name}: {s.model}, {label}")
-    picture = side_by_side(grids, titles)
+    picture = side_by_side(grids, titles, gap=GAP_PX)
     table_path = out.with_suffix(".md")
     ckpt.atomic_write(out, lambda p: picture.save(p, format="PNG"))
     ckpt.atomic_write_text(table_path, markdown_table(summaries))

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from smallgan.data import to_float
 from smallgan.errors import SmallganError
 from smallgan.weights import WeightsFile
 
@@ -67,7 +68,7 @@ class TinyExtractor(FeatureExtractor):
         self.eval()
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        x = _check_uint8(images).to(self.device, torch.float32) / 127.5 - 1.0
+        x = to_float(_check_uint8(images).to(self.device))
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.2)

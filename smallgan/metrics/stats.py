@@ -13,7 +13,6 @@ naive ``sum(x x^T) - n mu mu^T`` formula.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,18 +92,16 @@ class FeatureStats:
 
     def save(self, path: str | Path) -> None:
         """Write an .npz atomically (temp file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        from smallgan.checkpoint import atomic_write
+
         meta = dict(self.meta, format=STATS_FORMAT, n=self.n)
-        np.savez(
-            tmp,
-            mean=self._mean.cpu().numpy(),
-            scatter=self._scatter.cpu().numpy(),
-            features=self.features,
-            meta=np.array(json.dumps(meta, sort_keys=True)),
-        )
-        os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a temporary name
+                np.savez(f, mean=self._mean.cpu().numpy(), scatter=self._scatter.cpu().numpy(),
+                         features=self.features, meta=np.array(json.dumps(meta, sort_keys=True)))
+
+        atomic_write(Path(path), write)
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureStats:

@@ -114,22 +114,28 @@ def save_folder(batches: Iterable[Tensor], folder: str | Path, n: int) -> int:
 
 
 def side_by_side(grids: Sequence[Tensor], labels: Sequence[str] | None = None, gap: int = 8) -> Image.Image:
-    """(3, H, W) uint8 grids in one row on white, `gap` px apart, each under its label (e.g. "trunc 0.5")."""
+    """(3, H, W) uint8 grids in one row on white, `gap` px apart, each under its label (e.g. "trunc 0.5").
+
+    A column is as wide as its grid or its label, whichever is wider, so labels never overlap.
+    """
     pictures = [to_pil(g.unsqueeze(0))[0] for g in grids]
     font = ImageFont.load_default()
+    measure = ImageDraw.Draw(pictures[0])
     band = 0
+    columns = [p.width for p in pictures]
     if labels:
-        band = max(ImageDraw.Draw(pictures[0]).textbbox((0, 0), t, font=font)[3] for t in labels) + 6
-    width = sum(p.width for p in pictures) + gap * (len(pictures) + 1)
+        band = max(measure.textbbox((0, 0), t, font=font)[3] for t in labels) + 6
+        columns = [max(w, int(measure.textlength(t, font=font)) + 4) for w, t in zip(columns, labels)]
+    width = sum(columns) + gap * (len(pictures) + 1)
     height = max(p.height for p in pictures) + band + 2 * gap
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     left = gap
-    for i, p in enumerate(pictures):
+    for i, (p, column) in enumerate(zip(pictures, columns)):
         if labels:
             draw.text((left, gap), labels[i], fill="black", font=font)
         canvas.paste(p, (left, gap + band))
-        left += p.width + gap
+        left += column + gap
     return canvas
 
 

@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class Counters:
     skipped_g: int = 0
     bad_streak: int = 0          # consecutive iterations with a skipped step
     elapsed: float = 0.0         # training seconds over all sessions of this run
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run_dir_for(cfg: Config) -> Path:
@@ -161,7 +160,7 @@ class Trainer:
             removed = ckpt.remove_incomplete(self.run_dir)
             if removed:
                 self.console.print(f"note: removed {len(removed)} incomplete checkpoint write(s) of an interrupted run")
-            needed = ckpt.estimated_checkpoint_bytes([G, D, self.ema.shadow]) * (t.keep_ckpts + 1)
+            needed = ckpt.estimated_checkpoint_bytes(trained=[G, D], frozen=[self.ema.shadow]) * (t.keep_ckpts + 1)
             ckpt.check_writable(self.run_dir, needed)
 
         G_wrapped, D_wrapped = acc.prepare(G, D)
