@@ -1,9 +1,12 @@
-"""Procedural built-in datasets: no download, a fixed seed, rendered supersampled for clean small images."""
+"""Built-in datasets, no download: procedural shapes (a fixed seed, rendered supersampled for clean small
+images) and scikit-learn's handwritten digits (a real labelled set that the scikit-learn wheel ships)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -12,21 +15,21 @@ SHAPE_CLASSES = ("circle", "square", "triangle")
 SUPERSAMPLE = 4  # drawn at 4x then downsampled with Lanczos: smooth edges at 32-64 px
 
 
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+
 @dataclass(frozen=True)
 class BuiltinSpec:
     name: str
     class_names: tuple[str, ...]
     count: int
     seed: int
+    # (index, resolution, seed) -> (RGB image, class index); a pure function, so any worker renders any item.
+    render: Callable[[int, int, int], tuple[Image.Image, int]]
+    labels: Callable[[], list[int]] | None = None   # None: classes cycle (index % number of classes)
 
-
-BUILTINS = {"shapes": BuiltinSpec("shapes", SHAPE_CLASSES, count=600, seed=1234)}
-
-
-def builtin_spec(name: str) -> BuiltinSpec:
-    if name not in BUILTINS:
-        raise KeyError(name)
-    return BUILTINS[name]
+    def label_list(self) -> list[int]:
+        return self.labels() if self.labels is not None else [i % len(self.class_names) for i in range(self.count)]
 
 
 def _contrasting_colours(rng: random.Random) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -63,3 +66,36 @@ def render_shape(index: int, resolution: int, seed: int = 1234) -> tuple[Image.I
         points = [(cx + radius * math.cos(t), cy + radius * math.sin(t)) for t in turns]
         draw.polygon(points, fill=fg)
     return im.resize((resolution, resolution), Image.Resampling.LANCZOS), label
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        from smallgan.errors import SmallganError
+
+        raise SmallganError("builtin:digits needs scikit-learn, which ships the images: pip install scikit-learn") from None
+    d = load_digits()
+    return d.images, d.target
+
+
+def render_digit(index: int, resolution: int, seed: int = 0) -> tuple[Image.Image, int]:
+    """The ``index``-th of scikit-learn's 1,797 handwritten digits (UCI optdigits: 8x8, 17 grey levels),
+    as white on black RGB upscaled to ``resolution`` (bicubic: smooth strokes rather than 8x8 blocks)."""
+    images, targets = _digits()
+    grey = Image.frombytes("L", (8, 8), bytes(int(v * 255 / 16 + 0.5) for v in images[index].reshape(-1)))
+    return grey.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB"), int(targets[index])
+
+
+BUILTINS = {
+    "shapes": BuiltinSpec("shapes", SHAPE_CLASSES, count=600, seed=1234, render=render_shape),
+    "digits": BuiltinSpec("digits", DIGIT_CLASSES, count=1797, seed=0, render=render_digit,
+                          labels=lambda: [int(t) for t in _digits()[1]]),
+}
+
+
+def builtin_spec(name: str) -> BuiltinSpec:
+    if name not in BUILTINS:
+        raise KeyError(name)
+    return BUILTINS[name]

@@ -49,6 +49,9 @@ class PrepareOptions:
     max_pixels: int = images.DEFAULT_MAX_PIXELS  # larger images are skipped as too_large
     split: str = "train"              # Hugging Face sources only
     seed: int = 0                     # crop=random positions
+    # The images keep their meaning when mirrored (faces, animals, landscapes; not text, digits or logos):
+    # recorded in smallgan.json, and training with data.flip = "dataset" (the default) then flips them.
+    flip: bool = False
 
     def validate(self) -> tuple[int, int, int]:
         """Check every value; return the parsed background colour."""
@@ -108,7 +111,7 @@ def prepare(
             raise SmallganError("give either a SOURCE folder or --builtin NAME, not both")
         source = f"builtin:{builtin}"
     if not source:
-        raise SmallganError("nothing to prepare: give a SOURCE folder or --builtin shapes")
+        raise SmallganError("nothing to prepare: give a SOURCE folder or --builtin shapes|digits")
     source = str(source)
     out_arg = Path(out).expanduser() if out is not None else None
     src = open_source(source, opts.labels, opts.split, exclude=(out_arg,) if out_arg else ())
@@ -275,6 +278,7 @@ def _write_meta(path: Path, src: Source, opts: PrepareOptions, report: Report) -
         "resolution": opts.resolution,
         "class_names": src.class_names,
         "num_images": report.used,
+        "flip": opts.flip,
         "class_counts": report.per_class,
         "source": src.name,
         "source_kind": src.kind,

@@ -13,7 +13,7 @@ from pathlib import Path
 from data_tools.builtin import builtin_spec
 from data_tools.report import NO_CLASS
 from data_tools.walk import WalkResult, folder_fingerprint, walk_images
-from data_tools.worker import FileItem, Item, ShapeItem
+from data_tools.worker import BuiltinItem, FileItem, Item
 from smallgan.errors import SmallganError
 
 # A hub id: "name" or "owner/name" (letters, digits, "-", "_", ".").
@@ -74,10 +74,11 @@ def open_builtin(name: str) -> Source:
 
         raise SmallganError(f"unknown built-in dataset {name!r}; available: {', '.join(BUILTINS)}") from None
 
+    labels = spec.label_list()   # here, not in items(): a missing optional dependency fails before any work
+
     def items() -> Iterator[Item]:
-        for i in range(spec.count):
-            label = i % len(spec.class_names)
-            yield ShapeItem(f"builtin:{name}/{spec.class_names[label]}/{i:05d}", i, spec.seed, label)
+        for i, label in enumerate(labels):
+            yield BuiltinItem(f"builtin:{name}/{spec.class_names[label]}/{i:05d}", name, i, label)
 
     return Source(
         name=f"builtin:{name}",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from data_tools import images
-from data_tools.builtin import render_shape
+from data_tools.builtin import builtin_spec
 from data_tools.dedupe import perceptual_hash, pixel_hash
 
 
@@ -33,14 +33,14 @@ class BytesItem:
 
 
 @dataclass(frozen=True)
-class ShapeItem:
+class BuiltinItem:
     rel: str
+    name: str     # the built-in set (data_tools.builtin.BUILTINS)
     index: int
-    seed: int
     label: int
 
 
-Item = FileItem | BytesItem | ShapeItem
+Item = FileItem | BytesItem | BuiltinItem
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,9 @@ def _load(item: Item, s: Settings) -> tuple[Image.Image, tuple[int, int]]:
     # Large JPEGs decode at a reduced DCT scale that keeps >= 2x the target resolution.
     kw = dict(max_pixels=s.max_pixels, background=s.background, draft_side=2 * s.resolution,
               draft_on="long" if s.crop == "none" else "short")
-    if isinstance(item, ShapeItem):
-        im, _ = render_shape(item.index, s.resolution, item.seed)
+    if isinstance(item, BuiltinItem):
+        spec = builtin_spec(item.name)
+        im, _ = spec.render(item.index, s.resolution, spec.seed)
         return im, im.size
     if isinstance(item, BytesItem) and item.data is not None:
         if not item.data:

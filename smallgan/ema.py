@@ -1,4 +1,5 @@
-"""Exponential moving average of the generator's weights (BigGAN appendix B; Karras et al. 2018)."""
+"""Exponential moving average of the generator's weights (BigGAN appendix B; Karras et al. 2018), and the
+preparation that makes the averaged weights a generator one can sample from."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import copy
 import torch
 from torch import nn
 
+from smallgan.layers.spectral_norm import converge_power_iteration_
+
 
 class EMA:
     """Keeps `shadow`, an averaged copy of a model.
 
     Before `start` steps the shadow simply copies the model (averaging the first, fast-moving weights
     only slows convergence: the authors start at 20k iterations). After it, parameters follow
-    ``shadow = decay * shadow + (1 - decay) * param``; buffers (BatchNorm running statistics, spectral-norm
-    vectors) are copied, so the shadow's statistics belong to the weights they were measured with.
+    ``shadow = decay * shadow + (1 - decay) * param``. Buffers (spectral-norm vectors, BatchNorm statistics)
+    are copied from the model: they were computed for the model's weights, not the averaged ones, so the
+    shadow is only a store of averaged weights; :func:`prepare_for_sampling` gives it its own vectors and
+    statistics before anything samples from it.
     """
 
     def __init__(self, model: nn.Module, decay: float, start: int = 0) -> None:
@@ -39,3 +44,36 @@ class EMA:
 
     def load_state_dict(self, state: dict) -> None:
         self.shadow.load_state_dict(state)
+
+
+def prepare_for_sampling(generator: nn.Module, *, stats_images: int = 512, batch_size: int = 64,
+                         seed: int = 0) -> nn.Module:
+    """A copy of an averaged generator with its own spectral-norm vectors and BatchNorm statistics.
+
+    The averaged weights W_ema differ from the weights G's u, v were iterated on, so sigma(W_ema) needs its
+    own power iteration (started from G's vectors); and G's running statistics describe G's activations, not
+    the averaged network's, so they are re-estimated as standing statistics (BigGAN section 3.1 and its
+    "standing stats" option) over about `stats_images` generated images. What users sample, what FID sees and what
+    ``generator.safetensors`` holds is this copy. Deterministic (the latents come from `seed`), and the
+    global RNG is untouched, so training is unaffected.
+    """
+    from smallgan.sampling.generator import standing_statistics
+
+    prepared = _without_sync_batchnorm(copy.deepcopy(generator)).eval().requires_grad_(False)
+    converge_power_iteration_(prepared)
+    standing_statistics(prepared, max(1, -(-stats_images // batch_size)), batch_size=batch_size, seed=seed)
+    return prepared
+
+
+def _without_sync_batchnorm(module: nn.Module) -> nn.Module:
+    """SyncBatchNorm layers (multi-GPU G) as plain BatchNorm2d with the same state: the sampling copy is made on
+    one process, where a SyncBatchNorm in train mode would wait for the others (same state-dict keys)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                   child.track_running_stats).to(next(child.buffers()).device)
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain)
+        else:
+            _without_sync_batchnorm(child)
+    return module

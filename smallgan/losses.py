@@ -24,13 +24,15 @@ def g_hinge(fake_logits: Tensor) -> Tensor:
     return -fake_logits.mean()
 
 
-def r1_penalty(real_logits: Tensor, real_inputs: Tensor) -> Tensor:
-    """E[||grad_x D(x)||^2] on real inputs (Mescheder et al. 2018); the caller multiplies by gamma / 2.
+def r1_penalty(real_logits: Tensor, inputs: Tensor) -> Tensor:
+    """E[||grad_x D(x)||^2] over the real images (Mescheder et al. 2018); the caller multiplies by gamma / 2.
 
-    `real_inputs` must require grad and be the tensor D actually saw (after augmentation).
+    `inputs` must require grad and be the tensor D actually saw (after augmentation); its first
+    ``len(real_logits)`` rows are the real images. It may go on with the fakes of the same D forward: their
+    rows are left out of the mean (counting them, with their zero gradient, would halve the penalty).
     """
-    (grad,) = torch.autograd.grad(real_logits.float().sum(), real_inputs, create_graph=True)
-    return grad.float().square().flatten(1).sum(1).mean()
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), inputs, create_graph=True)
+    return grad[: real_logits.shape[0]].float().square().flatten(1).sum(1).mean()
 
 
 D_LOSSES = {"hinge": d_hinge, "fastgan-hinge": d_hinge_random_margin}

@@ -133,3 +133,36 @@ def test_empty_prepared_dataset_is_refused(shapes32, tmp_path):
 def test_images_must_be_uint8_nchw():
     with pytest.raises(ValueError):
         PreparedImages(torch.zeros(2, 32, 32, 3, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), ["a"])
+
+
+def test_builtin_digits_are_scikit_learns_labelled_images(tmp_path):
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    path = resolve_dataset("builtin:digits", 32, cache_dir=tmp_path, console=QUIET)
+    data = load_prepared(path)
+    digits = load_digits()
+    assert len(data) == 1797 and data.class_names == [str(d) for d in range(10)]
+    assert data.labels.tolist() == digits.target.tolist()          # labels from the data, not cycled
+    # White strokes on black: the brightest pixels of each image sit where the 8x8 source is brightest.
+    small = torch.nn.functional.avg_pool2d(data.images[:50, :1].float(), 4)[:, 0]
+    source = torch.from_numpy(digits.images[:50]).float()
+    corr = torch.corrcoef(torch.stack([small.flatten(), source.flatten()]))[0, 1]
+    assert corr > 0.9
+
+
+def test_flip_is_recorded_by_prepare_and_followed_by_training(tmp_path):
+    from data_tools.prepare import PrepareOptions, prepare, read_meta
+    from smallgan.training.loop import resolve_flip
+
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(3):
+        render_shape(i, 48)[0].save(src / f"{i}.png")
+    plain, mirrored = tmp_path / "plain", tmp_path / "mirrored"
+    prepare(src, plain, PrepareOptions(resolution=32, workers=1), console=QUIET)
+    prepare(src, mirrored, PrepareOptions(resolution=32, workers=1, flip=True), console=QUIET)
+    assert read_meta(plain)["flip"] is False and read_meta(mirrored)["flip"] is True
+    assert resolve_flip("dataset", plain) is False and resolve_flip("dataset", mirrored) is True
+    assert resolve_flip("true", plain) is True and resolve_flip("false", mirrored) is False
+    assert resolve_flip("dataset", None) is False                    # in-memory data (benchmarks): no flips

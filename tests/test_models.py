@@ -59,7 +59,7 @@ def test_shapes_range_and_gradients(arch: str, res: int) -> None:
 
 @pytest.mark.parametrize("arch", ["biggan", "biggan-deep"])
 def test_every_layer_spectrally_normalised_and_orthogonally_initialised(arch: str) -> None:
-    cfg = tiny(arch, 64)
+    cfg = tiny(arch, 64, shared_init="ortho")   # the authors' init; the N(0, 1) default: test_quality_fixes.py
     G, D = build_generator(cfg), build_discriminator(cfg)
     layers = [m for net in (G, D) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
     assert len(layers) > 20

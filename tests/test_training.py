@@ -114,7 +114,7 @@ def test_checkpoint_holds_everything_needed(tmp_path):
     z = torch.randn(2, G.z_dim)
     y = torch.zeros(2, dtype=torch.long)
     with torch.no_grad():
-        assert torch.equal(G(z, y), trainer.ema.shadow(z, y))
+        assert torch.equal(G(z, y), trainer.sampling_generator()(z, y))   # the EMA, prepared for sampling
 
 
 def test_evaluation_during_training_keeps_the_best_generator(tmp_path):

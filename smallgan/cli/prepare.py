@@ -30,13 +30,16 @@ def prepare(
     workers: int = typer.Option(0, help="Processes; 0 = all available cores."),
     split: str = typer.Option("train", help="Split to read from a Hugging Face dataset."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing prepared output."),
-    builtin: Optional[str] = typer.Option(None, help="Prepare a built-in procedural dataset instead: shapes."),
+    flip: bool = typer.Option(
+        False, "--flip", help="The images mean the same mirrored (faces, pets; not text, digits, logos): "
+        "training flips them horizontally (data.flip=dataset, the default)."),
+    builtin: Optional[str] = typer.Option(None, help="Prepare a built-in dataset instead: shapes (procedural) or digits (needs scikit-learn)."),
 ) -> None:
     """Check, convert, crop, resize and deduplicate images into a training-ready dataset."""
     from data_tools.prepare import PrepareOptions, prepare as run_prepare
 
     options = PrepareOptions(
         resolution=resolution, crop=crop, labels=labels, min_size=min_size, dedupe=dedupe,
-        background=background, workers=workers, split=split,
+        background=background, workers=workers, split=split, flip=flip,
     )
     run_prepare(source, out, options, builtin=builtin, force=force)

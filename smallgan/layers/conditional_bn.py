@@ -10,7 +10,26 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from smallgan.layers.spectral_norm import sn_linear
+from smallgan.layers.spectral_norm import init_orthogonal, sn_linear
+
+SHARED_INITS = ("normal", "ortho")
+
+
+def shared_embedding(n_classes: int, dim: int, init: str) -> nn.Embedding:
+    """G's shared class embedding (BigGAN section 3), without spectral norm (the authors found it cripples G).
+
+    ``"ortho"`` (the authors' code) gives each class a vector of norm <= 1, while the z chunk beside it in
+    every CBN input has norm ~sqrt(chunk): the class barely moves the gains until Adam has grown the
+    embedding, step by lr-sized step. ``"normal"`` (N(0, 1) entries, norm ~sqrt(dim)) starts the class on
+    an equal footing with z.
+    """
+    embedding = nn.Embedding(n_classes, dim)
+    if init == "ortho":
+        return init_orthogonal(embedding)
+    if init == "normal":
+        nn.init.normal_(embedding.weight)
+        return embedding
+    raise ValueError(f"unknown shared-embedding init {init!r}; choose from {', '.join(SHARED_INITS)}")
 
 
 class ConditionalBatchNorm2d(nn.Module):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smallgan.layers.spectral_norm import sn_embedding, sn_linear
+from smallgan.layers.spectral_norm import float32_region, sn_embedding, sn_linear
 
 
 def sum_pool(x: Tensor) -> Tensor:
@@ -26,9 +26,14 @@ class ProjectionHead(nn.Module):
         self.embed = sn_embedding(n_classes, channels, eps=sn_eps) if n_classes > 1 else None
 
     def forward(self, h: Tensor, y: Tensor) -> Tensor:
-        """h: (B, C) pooled features, y: (B,) labels -> (B,) float32 logits."""
-        out = self.linear(h)[:, 0]
-        if self.embed is not None:
-            out = out + torch.sum(self.embed(y) * h, dim=1)
-        # float32 logits even under autocast: the hinge/R1 losses and their logging need the range.
-        return out.float()
+        """h: (B, C) pooled features, y: (B,) labels -> (B,) float32 logits.
+
+        The head runs in float32 even under autocast (a cast after a bf16 linear would only keep its rounding):
+        a logit is a sum over thousands of sum-pooled features, and the hinge, R1 and the logs need it exact.
+        """
+        with float32_region(h.device):
+            h = h.float()
+            out = self.linear(h)[:, 0]
+            if self.embed is not None:
+                out = out + torch.sum(self.embed(y).float() * h, dim=1)
+        return out

@@ -97,6 +97,29 @@ def power_iteration_(module: nn.Module) -> None:
             sn._power_iteration(weight.detach().float().flatten(1), 1)
 
 
+@torch.no_grad()
+def converge_power_iteration_(module: nn.Module, tol: float = 1e-6, max_iterations: int = 2000) -> None:
+    """Power-iterate every spectrally normalised weight of `module` until sigma settles (relative change below
+    `tol` over 10 iterations, at most `max_iterations`).
+
+    For weights whose stored u, v were not computed for them: an averaged (EMA) generator, whose weights are
+    not those the training vectors were iterated on. The training vectors are the start (the averaged weights
+    are close), so most layers settle in 10-30 iterations; a nearly flat spectrum (top singular values close
+    together) needs more, and the sigma it converges to is then within tol of the top singular value
+    (tests/test_quality_fixes.py compares with an SVD).
+    """
+    for sn, weight in _spectral_norms(module):
+        with float32_region(weight.device):
+            mat = weight.detach().float().flatten(1)
+            previous = float(sn.sigma(mat))
+            for _ in range(0, max_iterations, 10):
+                sn._power_iteration(mat, 10)
+                sigma = float(sn.sigma(mat))
+                if abs(sigma - previous) <= tol * max(abs(sigma), 1e-12):
+                    break
+                previous = sigma
+
+
 def spectral_norm(module: nn.Module, eps: float = 1e-6, name: str = "weight") -> nn.Module:
     """Spectrally normalise ``module.<name>`` in place; the raw weight lives at ``parametrizations.<name>.original``."""
     parametrize.register_parametrization(module, name, SpectralNorm(getattr(module, name), eps))

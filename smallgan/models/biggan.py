@@ -20,7 +20,8 @@ from smallgan.config import ConfigError, ModelConfig
 from smallgan.layers.attention import SelfAttention
 from smallgan.layers.projection import ProjectionHead, sum_pool
 from smallgan.layers.resblocks import DBlock, GBlock
-from smallgan.layers.spectral_norm import init_orthogonal, sn_conv2d, sn_linear
+from smallgan.layers.conditional_bn import SHARED_INITS, shared_embedding
+from smallgan.layers.spectral_norm import sn_conv2d, sn_linear
 
 BOTTOM = 4  # G starts from a 4x4 map; D ends at 4x4 (8x8 at 32 px)
 
@@ -107,6 +108,8 @@ def check_attention(cfg: ModelConfig, arch: str, g_specs: list[BlockSpec], d_spe
 def check_basics(cfg: ModelConfig) -> None:
     if cfg.z_dim < 1 or cfg.shared_dim < 1:
         raise ConfigError("model.z_dim and model.shared_dim must be >= 1")
+    if cfg.shared_init not in SHARED_INITS:
+        raise ConfigError(f"model.shared_init must be one of {', '.join(SHARED_INITS)}, got {cfg.shared_init!r}")
     if cfg.n_classes < 1:
         raise ConfigError("model.n_classes must be resolved to >= 1 before building (1 = unconditional)")
 
@@ -164,8 +167,7 @@ class Generator(nn.Module):
         # Skip-z (section 3): one chunk for the 4x4 linear, one per block, each joined to the shared embedding.
         self.chunk = cfg.z_dim // (len(self.specs) + 1) if cfg.hier else cfg.z_dim
         cond_dim = cfg.shared_dim + (self.chunk if cfg.hier else 0)
-        # No SN on the shared embedding: the authors found it cripples G.
-        self.shared = init_orthogonal(nn.Embedding(cfg.n_classes, cfg.shared_dim))
+        self.shared = shared_embedding(cfg.n_classes, cfg.shared_dim, cfg.shared_init)
         self.bottom_ch = self.specs[0].in_ch
         self.linear = sn_linear(self.chunk, self.bottom_ch * BOTTOM * BOTTOM, eps=cfg.sn_eps)
         self.blocks = nn.ModuleDict()

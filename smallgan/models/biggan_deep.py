@@ -22,7 +22,8 @@ from smallgan.config import ConfigError, ModelConfig
 from smallgan.layers.attention import SelfAttention
 from smallgan.layers.bottleneck_blocks import BOTTLENECK_RATIO, DeepDBlock, DeepGBlock
 from smallgan.layers.projection import ProjectionHead, sum_pool
-from smallgan.layers.spectral_norm import init_orthogonal, sn_conv2d, sn_linear
+from smallgan.layers.conditional_bn import shared_embedding
+from smallgan.layers.spectral_norm import sn_conv2d, sn_linear
 from smallgan.models.biggan import (
     BOTTOM, BlockSpec, ToRGB, build_specs, check_attention, check_basics, check_inputs, generator_specs,
 )
@@ -74,8 +75,7 @@ class Generator(nn.Module):
         self.z_dim, self.n_classes, self.resolution = cfg.z_dim, cfg.n_classes, cfg.resolution
         self.specs = generator_specs(cfg)
         cond_dim = cfg.shared_dim + cfg.z_dim
-        # No SN on the shared embedding: the authors found it cripples G.
-        self.shared = init_orthogonal(nn.Embedding(cfg.n_classes, cfg.shared_dim))
+        self.shared = shared_embedding(cfg.n_classes, cfg.shared_dim, cfg.shared_init)
         self.bottom_ch = self.specs[0].in_ch
         self.linear = sn_linear(cond_dim, self.bottom_ch * BOTTOM * BOTTOM, eps=cfg.sn_eps)
         self.blocks = nn.ModuleDict()

@@ -35,7 +35,7 @@ from smallgan.layers.excitation import SkipLayerExcitation
 from smallgan.layers.fastgan_blocks import (
     Decoder, DownBlock, DownBlockComp, UpBlock, batch_norm, normal_init, normal_sn_conv, quadrant, resize,
 )
-from smallgan.layers.spectral_norm import spectral_norm
+from smallgan.layers.spectral_norm import float32_region, spectral_norm
 
 RESOLUTIONS = (64, 128, 256, 512, 1024)
 
@@ -217,7 +217,8 @@ class Discriminator(nn.Module):
                 h = self.sle[f"sle{r}"](h, maps[self.links[r]])
             maps[r] = h
         small = self.small(resize(x, self.small_size))
-        logits = torch.cat([self.head_big(h).flatten(1), self.head_small(small).flatten(1)], dim=1)
+        with float32_region(x.device):   # logits in float32 under autocast, not a cast after the rounding
+            logits = torch.cat([self.head_big(h.float()).flatten(1), self.head_small(small.float()).flatten(1)], dim=1)
         return logits, maps, small
 
     def reconstructions(self, x: Tensor, maps: dict[int, Tensor], small: Tensor,

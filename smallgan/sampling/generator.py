@@ -188,41 +188,47 @@ class TrainedGenerator:
     # -------------------------------------------------------------------------------------------
     def standing_stats(self, k: int, trunc: float = 0.0, *, batch_size: int = 64, seed: int = 0,
                        progress: Progress | None = None) -> TrainedGenerator:
-        """BigGAN's "standing statistics": re-estimate BatchNorm statistics over k passes at this truncation.
-
-        Running statistics are reset and accumulated as a plain average (momentum None) over k batches of
-        truncated latents with uniform random classes. Only the BatchNorm layers enter train mode: spectral
-        norm in train mode would run a power iteration and move its u, v.
-        """
-        if k < 1:
-            raise SmallganError(f"standing statistics need at least 1 forward pass, got {k}")
-        if batch_size < 2:
-            raise SmallganError("standing statistics need batches of at least 2 images (BatchNorm batch stats)")
-        if not trunc >= 0:
-            raise SmallganError(f"truncation must be >= 0 (0 = none), got {trunc}")
-        norms = [m for m in self.module.modules() if isinstance(m, _BATCHNORMS) and m.track_running_stats]
-        if not norms:
-            return self
-        g = _cpu_generator(seed)
-        momenta = [m.momentum for m in norms]
-        device = self.device
-        try:
-            for m in norms:
-                m.reset_running_stats()
-                m.momentum = None
-                m.train()
-            with torch.no_grad():
-                for i in range(k):
-                    z = truncated_normal((batch_size, self.z_dim), trunc, generator=g)
-                    y = torch.randint(self.n_classes, (batch_size,), generator=g)
-                    self.module(z.to(device), y.to(device))
-                    if progress is not None:
-                        progress(i + 1, k)
-        finally:
-            for m, momentum in zip(norms, momenta):
-                m.momentum = momentum
-            self.module.eval()
+        """BigGAN's "standing statistics" at this truncation, in place (see :func:`standing_statistics`)."""
+        standing_statistics(self.module, k, trunc, batch_size=batch_size, seed=seed, progress=progress)
         return self
+
+
+@torch.no_grad()
+def standing_statistics(module: nn.Module, k: int, trunc: float = 0.0, *, batch_size: int = 64, seed: int = 0,
+                        progress: Progress | None = None) -> None:
+    """Re-estimate `module`'s BatchNorm statistics over k batches of random latents (BigGAN's "standing
+    statistics"), in place: statistics reset, then a plain average (momentum None) over the k batches, classes
+    uniform. Only BatchNorm layers enter train mode (spectral norm in train mode would move its u, v); the
+    latents come from a CPU generator seeded with `seed`, so the global RNG is untouched. `module` is left in
+    eval mode. Needs ``module.z_dim`` and ``module.n_classes``.
+    """
+    if k < 1:
+        raise SmallganError(f"standing statistics need at least 1 forward pass, got {k}")
+    if batch_size < 2:
+        raise SmallganError("standing statistics need batches of at least 2 images (BatchNorm batch stats)")
+    if not trunc >= 0:
+        raise SmallganError(f"truncation must be >= 0 (0 = none), got {trunc}")
+    norms = [m for m in module.modules() if isinstance(m, _BATCHNORMS) and m.track_running_stats]
+    if not norms:
+        return
+    g = _cpu_generator(seed)
+    momenta = [m.momentum for m in norms]
+    device = next(module.parameters()).device
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+            m.train()
+        for i in range(k):
+            z = truncated_normal((batch_size, module.z_dim), trunc, generator=g)
+            y = torch.randint(module.n_classes, (batch_size,), generator=g)
+            module(z.to(device), y.to(device))
+            if progress is not None:
+                progress(i + 1, k)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        module.eval()
 
 
 def _cpu_generator(seed: int | None) -> torch.Generator:

@@ -21,6 +21,21 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
+# Each use of randomness has its own stream tag, so two uses never share a seed: without them the data
+# permutation of epoch e and the latents of step e were both drawn from derive_seed(seed, rank, e).
+STEP_STREAM, EPOCH_STREAM, FIXED_LATENTS_STREAM, STANDING_STATS_STREAM = 1, 2, 3, 4
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of all randomness of training iteration `step` on process `rank` (latents, flips, augmentation)."""
+    return derive_seed(seed, STEP_STREAM, rank, step)
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """The seed of the shuffled order of epoch `epoch` of process `rank`'s shard."""
+    return derive_seed(seed, EPOCH_STREAM, rank, epoch)
+
+
 class RealStream:
     def __init__(
         self,
@@ -61,7 +76,7 @@ class RealStream:
         out, pos = [], position
         while pos < position + count:
             epoch, offset = divmod(pos, n)
-            g = torch.Generator().manual_seed(derive_seed(self.seed, self.rank, epoch))
+            g = torch.Generator().manual_seed(epoch_seed(self.seed, self.rank, epoch))
             perm = torch.randperm(n, generator=g)
             take = min(n - offset, position + count - pos)
             out.append(perm[offset : offset + take])

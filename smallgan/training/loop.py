@@ -24,12 +24,14 @@ from rich.console import Console
 from smallgan import checkpoint as ckpt
 from smallgan.augment import DiffAugment
 from smallgan.config import Config, ConfigError, accumulation_steps
-from smallgan.ema import EMA
+from smallgan.ema import EMA, prepare_for_sampling
 from smallgan.errors import SmallganError
 from smallgan.latents import sample_latents
 from smallgan.layers.spectral_norm import iterate_once_per_step, power_iteration_, top_singular_values
 from smallgan.registry import build_discriminator, build_generator
-from smallgan.training.batches import RealStream, derive_seed
+from smallgan.training.batches import (
+    FIXED_LATENTS_STREAM, STANDING_STATS_STREAM, RealStream, derive_seed, step_seed,
+)
 from smallgan.training.evaluation import QualityTracker
 from smallgan.training.phases import GANPhases, optimizer_step
 from smallgan.training.speed import apply_speed_options
@@ -79,6 +81,15 @@ def _make_accelerator(cfg: Config, run_dir: Path):
     )
 
 
+def resolve_flip(setting: str, data_path: Path | None) -> bool:
+    """data.flip: "true" / "false", or "dataset": what `smallgan prepare --flip` recorded (off when nothing)."""
+    if setting != "dataset":
+        return setting == "true"
+    from data_tools.prepare import read_meta
+
+    return bool((read_meta(data_path) or {}).get("flip", False)) if data_path is not None else False
+
+
 class Trainer:
     def __init__(
         self,
@@ -126,8 +137,9 @@ class Trainer:
         labels = dataset.labels if self.n_classes > 1 else torch.zeros_like(dataset.labels)
         if self.n_classes == 1:
             self.class_names = []
+        self.flip = resolve_flip(cfg.data.flip, data_path)
         self.stream = RealStream(
-            dataset.images, labels, rank=self.rank, world=self.world, seed=t.seed, flip=cfg.data.flip,
+            dataset.images, labels, rank=self.rank, world=self.world, seed=t.seed, flip=self.flip,
             device=acc.device, on_device=cfg.data.on_device, channels_last=t.channels_last,
         )
 
@@ -180,10 +192,11 @@ class Trainer:
             r1_gamma=t.r1_gamma, ortho_beta=t.ortho_beta, perceptual=perceptual, recon_weight=t.recon_weight,
         )
         # Fixed latents for the progress grids, drawn from their own generator: the same on every run.
-        g = torch.Generator().manual_seed(derive_seed(t.seed, 0xA11CE))
+        g = torch.Generator().manual_seed(derive_seed(t.seed, FIXED_LATENTS_STREAM))
         z, y = sample_latents(cfg.sample.n, G.z_dim, self.n_classes, trunc=cfg.sample.trunc, generator=g)
         self.fixed_z, self.fixed_y = z.to(acc.device), y.to(acc.device)
         self._stop_signal: str | None = None
+        self._sampling, self._sampling_step = None, -1
         self.quality = QualityTracker(cfg, data_path, acc, (self._resumed_state or {}).get("best"))
 
     def _note(self, message: str) -> None:
@@ -251,12 +264,25 @@ class Trainer:
             "counters": vars(self.counters), "real_seen_by_rank": real_seen_by_rank, "world": self.world,
             "best": self.quality.best.state_dict(),
         }
-        weights = {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.ema.state_dict()}
+        # G_ema is saved prepared for sampling: its parameters are the average that training resumes from, and
+        # its buffers are overwritten from G at the next EMA update anyway.
+        G_ema = self.sampling_generator()
+        weights = {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": G_ema.state_dict()}
         path = ckpt.save_checkpoint(self.run_dir, self.counters.step, weights, state, self.cfg,
                                     self.cfg.train.keep_ckpts, class_names=self.class_names)
-        ckpt.export_generator(self.run_dir / ckpt.GENERATOR_FILE, self.ema.shadow, self.cfg, self.class_names,
+        ckpt.export_generator(self.run_dir / ckpt.GENERATOR_FILE, G_ema, self.cfg, self.class_names,
                               self.counters.step)
         return path
+
+    def sampling_generator(self) -> torch.nn.Module:
+        """The EMA generator with its own spectral-norm vectors and BatchNorm statistics (see
+        :func:`~smallgan.ema.prepare_for_sampling`), made once per step for grids, evaluation and export."""
+        if self._sampling_step != self.counters.step:
+            self._sampling = prepare_for_sampling(
+                self.ema.shadow, batch_size=max(self.cfg.train.micro_batch, 32),
+                seed=derive_seed(self.cfg.train.seed, STANDING_STATS_STREAM))
+            self._sampling_step = self.counters.step
+        return self._sampling
 
     @torch.no_grad()
     def write_samples(self) -> Path | None:
@@ -264,7 +290,7 @@ class Trainer:
             return None
         from smallgan.sampling import save_grid
 
-        G = self.ema.shadow
+        G = self.sampling_generator()
         chunks = []
         for z, y in zip(self.fixed_z.split(self.cfg.train.micro_batch), self.fixed_y.split(self.cfg.train.micro_batch)):
             with self.accelerator.autocast():
@@ -282,7 +308,7 @@ class Trainer:
     def train_iteration(self) -> dict[str, torch.Tensor]:
         """d_steps D steps and one G step. Returns device tensors; nothing here waits for the device."""
         t, c, dc = self.cfg.train, self.counters, self._device_counters
-        torch.manual_seed(derive_seed(t.seed, self.rank, c.step))
+        torch.manual_seed(step_seed(t.seed, self.rank, c.step))
         bad = torch.zeros((), device=self.accelerator.device)
         d_losses, recon = [], []
         for _ in range(t.d_steps):
@@ -404,7 +430,7 @@ class Trainer:
                 if t.sample_every and c.step % t.sample_every == 0:
                     self.write_samples()
                 if t.eval_every and c.step % t.eval_every == 0:
-                    results = self.quality.evaluate(self.ema.shadow, self.n_classes, c.step, self.run_dir,
+                    results = self.quality.evaluate(self.sampling_generator(), self.n_classes, c.step, self.run_dir,
                                                     self.class_names)
                     if log is not None:
                         log.write({"event": "eval", "step": c.step, "extractor": self.quality.extractor.name,

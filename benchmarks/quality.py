@@ -1,0 +1,273 @@
+"""Quality benchmark: does a recipe learn its classes, and how close are its images to the real ones?
+
+Trains a recipe on a labelled dataset for a fixed budget (CPU minutes or steps) and, at a few points of the
+run, samples every class from the EMA generator exactly as `smallgan sample --class` does, then reports:
+
+- class accuracy: the share of class-conditional samples that a classifier trained here on the *real*
+  images assigns to the asked class (its accuracy on held-out real images is printed beside it);
+- feature distance: the Frechet distance between generated and real images in that classifier's
+  penultimate features (no download), with held-out real images and uniform noise as calibration rows;
+- steps, images seen by D (kimg) and training seconds (sampling and evaluation not counted).
+
+    python benchmarks/quality.py --data builtin:shapes --recipe tiny-cpu --minutes 3
+    python benchmarks/quality.py --data builtin:digits --recipe tiny-cpu --minutes 10
+    python benchmarks/quality.py --data builtin:shapes --run runs/demo      # evaluate a finished run
+
+`--json FILE` writes every figure; `--grid FILE` the final samples, one class per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from smallgan.config import Config, load_config
+from smallgan.data import load_prepared, resolve_dataset, to_float
+from smallgan.metrics.fid import frechet_distance
+from smallgan.sampling import TrainedGenerator, load_generator, save_grid
+
+
+# ---------------------------------------------------------------------------------------------
+# The judge: a small CNN trained on the real images, in seconds.
+
+
+class Judge(nn.Module):
+    """Four conv stages to a 4x4 map, then a 128-d feature layer. It sees RGB plus a per-image standardised
+    grey channel: the grey channel makes shape easy to read whatever the colours (shapes), while RGB keeps
+    colour in the features the distance is measured in."""
+
+    def __init__(self, n_classes: int, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        stages, c_in = [], 4
+        for c_out in (w, 2 * w, 4 * w, 4 * w):
+            stages += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+            c_in = c_out
+        self.stages = nn.ModuleList(nn.Sequential(*stages[i:i + 3]) for i in range(0, len(stages), 3))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 16, 128), nn.ReLU())
+        self.out = nn.Linear(128, n_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        grey = x.mean(1, keepdim=True)
+        grey = (grey - grey.mean((2, 3), keepdim=True)) / (grey.std((2, 3), keepdim=True) + 1e-3)
+        h = torch.cat([x, grey], 1)
+        for stage in self.stages:
+            h = stage(h)
+            if h.shape[-1] > 4:
+                h = F.max_pool2d(h, 2)
+        return self.head(F.adaptive_avg_pool2d(h, 4))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.features(x))
+
+
+def _shift(x: Tensor, g: torch.Generator, max_shift: int) -> Tensor:
+    """Random translation by up to max_shift pixels (edge padding): a judge that tolerates placement."""
+    pad = F.pad(x, [max_shift] * 4, mode="replicate")
+    dx, dy = (int(v) for v in torch.randint(0, 2 * max_shift + 1, (2,), generator=g))
+    return pad[..., dy:dy + x.shape[-2], dx:dx + x.shape[-1]]
+
+
+def train_judge(images: Tensor, labels: Tensor, n_classes: int, *, steps: int, seed: int = 0) -> Judge:
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    judge = Judge(n_classes)
+    opt = torch.optim.Adam(judge.parameters(), lr=2e-3)
+    epochs = math.ceil(steps / math.ceil(len(images) / 64))
+    steps = epochs * math.ceil(len(images) / 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    judge.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(images), generator=g).split(64):
+            x = _shift(to_float(images[idx]), g, max(1, images.shape[-1] // 16))
+            loss = F.cross_entropy(judge(x), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return judge.eval()
+
+
+@torch.no_grad()
+def judge_outputs(judge: Judge, images: Tensor) -> tuple[Tensor, np.ndarray]:
+    """(predicted classes, penultimate features as float64) of uint8 images."""
+    preds, feats = [], []
+    for chunk in images.split(256):
+        f = judge.features(to_float(chunk.clone()))
+        preds.append(judge.out(f).argmax(1))
+        feats.append(f.double().numpy())
+    return torch.cat(preds), np.concatenate(feats)
+
+
+def feature_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring a generator
+
+
+@dataclass
+class Reference:
+    judge: Judge
+    class_names: list[str]
+    real_features: np.ndarray   # judge features of the judge's training images (the reference set)
+    n: int                      # images per row: held-out count, so every distance has the same bias
+
+
+def score(generator: TrainedGenerator, ref: Reference, per_class: int, seed: int = 0) -> dict:
+    n_classes = len(ref.class_names)
+    hits, feats = [], []
+    for c in range(n_classes):
+        images = generator.sample(per_class, classes=c, seed=seed + c)
+        pred, f = judge_outputs(ref.judge, images)
+        hits.append((pred == c).float().mean().item())
+        feats.append(f)
+    feats_all = np.concatenate(feats)
+    pick = np.random.default_rng(seed).permutation(len(feats_all))[: ref.n]
+    return {"class_acc": float(np.mean(hits)), "per_class_acc": [round(h, 3) for h in hits],
+            "fd": feature_distance(feats_all[pick], ref.real_features)}
+
+
+def class_rows(generator: TrainedGenerator, n_classes: int, per_row: int = 10, seed: int = 0) -> Tensor:
+    return torch.cat([generator.sample(per_row, classes=c, seed=seed + c) for c in range(n_classes)])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_reference(cfg: Config, holdout: float, steps: int, seed: int = 0) -> tuple[Reference, dict, Path]:
+    data_path = resolve_dataset(cfg.data.path, cfg.model.resolution)
+    data = load_prepared(data_path, resolution=cfg.model.resolution)
+    if len(data.class_names) < 2:
+        sys.exit(f"{cfg.data.path} has one class: the quality benchmark needs a labelled (class sub-folder) dataset")
+    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    n_test = max(len(data.class_names), int(len(data) * holdout))
+    test, train = perm[:n_test], perm[n_test:]
+    # The judge depends only on the data and these settings: cached beside the prepared dataset.
+    cache = data_path / f".quality-judge-{cfg.model.resolution}px-{steps}-{seed}.pt"
+    t0 = time.perf_counter()
+    if cache.is_file():
+        judge = Judge(len(data.class_names))
+        judge.load_state_dict(torch.load(cache, weights_only=True))
+        judge.eval()
+    else:
+        judge = train_judge(data.images[train], data.labels[train], len(data.class_names), steps=steps, seed=seed)
+        torch.save(judge.state_dict(), cache)
+    seconds = time.perf_counter() - t0
+    train_pred, train_feats = judge_outputs(judge, data.images[train])
+    test_pred, test_feats = judge_outputs(judge, data.images[test])
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randint(0, 256, (n_test, *data.images.shape[1:]), dtype=torch.uint8, generator=g)
+    noise_pred, noise_feats = judge_outputs(judge, noise)
+    calibration = {
+        "images": len(data), "classes": len(data.class_names), "held_out": n_test,
+        "judge_seconds": round(seconds, 1),
+        "judge_train_acc": (train_pred == data.labels[train]).float().mean().item(),
+        "judge_test_acc": (test_pred == data.labels[test]).float().mean().item(),
+        "real_fd": feature_distance(test_feats, train_feats),
+        "noise_fd": feature_distance(noise_feats, train_feats),
+        # Noise asked to be a random class: the chance level of class accuracy.
+        "noise_class_acc": (noise_pred == torch.randint(0, len(data.class_names), (n_test,), generator=g)).float().mean().item(),
+    }
+    return Reference(judge, list(data.class_names), train_feats, n_test), calibration, data_path
+
+
+def train_and_score(cfg: Config, ref: Reference, *, minutes: float, steps: int, points: int, per_class: int,
+                    console_print) -> tuple[list[dict], TrainedGenerator]:
+    from smallgan.training.loop import Trainer
+
+    trainer = Trainer(cfg, overwrite=True)
+    t = cfg.train
+    if minutes:
+        marks = [minutes * 60 * (i + 1) / points for i in range(points)]
+    else:
+        marks = [max(1, round(steps * (i + 1) / points)) for i in range(points)]
+    curve, spent = [], 0.0
+    for mark in marks:
+        while (spent if minutes else trainer.counters.step) < mark:
+            t0 = time.perf_counter()
+            trainer.train_iteration()
+            spent += time.perf_counter() - t0
+        G = TrainedGenerator(trainer.sampling_generator(), trainer.cfg, trainer.class_names)
+        row = {"step": trainer.counters.step, "kimg": round(trainer.counters.step * t.batch * t.d_steps / 1000, 1),
+               "train_seconds": round(spent, 1), **score(G, ref, per_class)}
+        curve.append(row)
+        console_print(format_row(row), flush=True)
+    trainer.save_checkpoint()   # the real export path: generator.safetensors, as `smallgan sample` reads it
+    return curve, load_generator(trainer.run_dir, device="cpu")
+
+
+def format_row(row: dict) -> str:
+    return (f"{row.get('step', '-'):>7} {row.get('kimg', '-'):>8} {row.get('train_seconds', '-'):>9} "
+            f"{row['class_acc']:>9.3f} {row['fd']:>9.2f}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="builtin:shapes", help="labelled dataset: builtin:shapes, builtin:digits, a folder")
+    ap.add_argument("--recipe", default="tiny-cpu")
+    ap.add_argument("--minutes", type=float, default=3.0, help="training budget in CPU minutes (0: use --steps)")
+    ap.add_argument("--steps", type=int, default=0, help="training budget in G steps (with --minutes 0)")
+    ap.add_argument("--points", type=int, default=6, help="evaluations along the run (the curve)")
+    ap.add_argument("--per-class", type=int, default=100, help="samples per class at each evaluation")
+    ap.add_argument("--run", help="evaluate this finished run's generator instead of training")
+    ap.add_argument("--judge-steps", type=int, default=1200, help="optimiser steps (batch 64) of the judge")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="config override section.key=value")
+    ap.add_argument("--json", help="write all figures to this file")
+    ap.add_argument("--grid", help="write the final samples (one class per row) to this PNG")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [f"data.path={args.data}", f"train.out_dir={tmp}", "train.name=quality",
+                     f"train.seed={args.seed}", *args.sets]
+        if args.run:
+            G = load_generator(args.run, device="cpu")
+            cfg = G.config
+            cfg.data.path = args.data
+        else:
+            cfg = load_config(args.recipe, overrides)
+        ref, calibration, data_path = build_reference(cfg, holdout=0.25, steps=args.judge_steps, seed=args.seed)
+        result = {
+            "data": args.data, "recipe": args.run or args.recipe, "overrides": args.sets,
+            "budget": f"{args.minutes:g} min" if args.minutes and not args.run else f"{args.steps} steps",
+            "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "calibration": calibration,
+        }
+        print(f"{args.data}: {calibration['images']} images, {calibration['classes']} classes; judge trained in "
+              f"{calibration['judge_seconds']} s, held-out accuracy {calibration['judge_test_acc']:.3f}")
+        sys.stdout.flush()
+        print(f"{'step':>7} {'kimg':>8} {'train_s':>9} {'class_acc':>9} {'feat_fd':>9}")
+        print(format_row({"step": "real", "class_acc": calibration["judge_test_acc"], "fd": calibration["real_fd"]}))
+        print(format_row({"step": "noise", "class_acc": calibration["noise_class_acc"], "fd": calibration["noise_fd"]}))
+        if args.run:
+            result["final"] = score(G, ref, args.per_class, seed=args.seed + 1000)
+        else:
+            curve, G = train_and_score(cfg, ref, minutes=args.minutes, steps=args.steps, points=max(1, args.points),
+                                       per_class=args.per_class, console_print=print)
+            result["curve"] = curve
+            result["final"] = {**{k: curve[-1][k] for k in ("step", "kimg", "train_seconds")},
+                               **score(G, ref, args.per_class, seed=args.seed + 1000)}
+        print(format_row({"step": "final", **result["final"]}) + "   (exported generator, fresh latents)")
+        if args.grid:
+            save_grid(class_rows(G, len(ref.class_names)), args.grid, nrow=10)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
