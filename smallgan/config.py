@@ -71,8 +71,9 @@ class TrainConfig:
     name: str = ""                    # run folder name under out_dir; "" = the recipe's name
     out_dir: str = "runs"
     seed: int = 0
-    # Batch: `batch` images per optimiser step (the paper's 2048), built from micro-batches of
-    # `micro_batch` per process; accumulation steps = batch / (micro_batch * processes).
+    # Batch: `batch` images per optimiser step (the paper's 2048) on any number of processes; `micro_batch` is the
+    # most one device takes per forward: each process accumulates micro-batches of the largest size <= it that
+    # divides its share batch / processes (see plan_batches; a note says when that differs from micro_batch).
     batch: int = 64
     micro_batch: int = 32
     d_steps: int = 2                  # D updates per G update (paper: 2; ImageNet-128 launch: 1)
@@ -301,11 +302,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}, got {t.loss!r}")
     if t.micro_batch <= 0 or t.batch <= 0:
         raise ConfigError("train.batch and train.micro_batch must be > 0")
-    if t.batch % t.micro_batch:
-        raise ConfigError(
-            f"train.batch={t.batch} is not a multiple of train.micro_batch={t.micro_batch}; "
-            "choose a batch that is micro_batch x accumulation steps x processes"
-        )
     if t.d_steps < 1:
         raise ConfigError("train.d_steps must be >= 1")
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
@@ -338,13 +334,35 @@ def validate(cfg: Config) -> None:
     check_model_config(m)
 
 
-def accumulation_steps(cfg: Config, num_processes: int) -> int:
-    """Micro-batches per optimiser step on each process, so batch = micro x accumulation x processes."""
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one optimiser step's images split over processes and micro-batches on this launch."""
+
+    batch: int          # images per optimiser step, all processes together (train.batch when it splits evenly)
+    micro_batch: int    # images per forward on one process (<= train.micro_batch)
+    accumulation: int   # micro-batches per optimiser step on each process
+
+    def describe(self, cfg: Config, processes: int) -> str | None:
+        """A note when the plan differs from what the recipe says, else None."""
+        t = cfg.train
+        if self.batch == t.batch and self.micro_batch == t.micro_batch:
+            return None
+        why = f"train.batch={t.batch} over {processes} process(es)"
+        if self.batch != t.batch:
+            why += f" does not split evenly: batch {self.batch}"
+        return (f"{why}; micro-batch {self.micro_batch} (train.micro_batch={t.micro_batch} is the most a device "
+                f"takes) x {self.accumulation} accumulation x {processes} process(es) = {self.batch} images per step")
+
+
+def plan_batches(cfg: Config, num_processes: int) -> BatchPlan:
+    """The same optimisation on any number of processes: train.batch images per step, split evenly, each
+    process accumulating micro-batches of the largest size <= train.micro_batch that divides its share."""
     t = cfg.train
-    per_step = t.micro_batch * num_processes
-    if t.batch % per_step:
+    if t.batch < num_processes:
         raise ConfigError(
-            f"train.batch={t.batch} is not divisible by micro_batch x processes = {t.micro_batch} x {num_processes}; "
-            f"set train.batch to a multiple of {per_step}"
+            f"train.batch={t.batch} is smaller than the {num_processes} processes (each needs at least one image "
+            f"per step); set train.batch to at least {num_processes}"
         )
-    return t.batch // per_step
+    share = t.batch // num_processes
+    micro = max(m for m in range(1, min(t.micro_batch, share) + 1) if share % m == 0)
+    return BatchPlan(batch=share * num_processes, micro_batch=micro, accumulation=share // micro)

@@ -5,7 +5,9 @@ import sys
 
 import pytest
 
-from smallgan.config import Config, ConfigError, accumulation_steps, config_from_dict, load_config, recipe_names
+from smallgan.config import (
+    BatchPlan, Config, ConfigError, config_from_dict, load_config, plan_batches, recipe_names,
+)
 
 
 def test_defaults_then_recipe_then_overrides():
@@ -43,7 +45,8 @@ def test_recipe_file_path(tmp_path):
         ("train.g_lr=fast", ["train.g_lr", "float"]),
         ("train.precision=fp8", ["train.precision"]),
         ("model.resolution=48", ["model.resolution=48", "32, 64"]),
-        ("train.batch=30", ["train.batch=30", "micro_batch"]),
+        ("train.batch=0", ["train.batch", "> 0"]),     # any batch >= the processes is planned (plan_batches)
+        ("data.flip=sometimes", ["data.flip", "dataset"]),
         ("nodot=1", ["section.key=value"]),
     ],
 )
@@ -74,12 +77,33 @@ def test_round_trip_through_dict():
     assert again == cfg
 
 
-def test_accumulation_steps():
-    cfg = load_config("imagenet128")
-    assert accumulation_steps(cfg, 1) == 8
-    assert accumulation_steps(cfg, 8) == 1
-    with pytest.raises(ConfigError, match="not divisible"):
-        accumulation_steps(cfg, 3)
+def test_batch_plan_examples():
+    cfg = load_config("imagenet128")                       # batch 2048, micro-batch 256
+    assert plan_batches(cfg, 1) == BatchPlan(batch=2048, micro_batch=256, accumulation=8)
+    assert plan_batches(cfg, 8) == BatchPlan(batch=2048, micro_batch=256, accumulation=1)
+    assert plan_batches(cfg, 3) == BatchPlan(batch=2046, micro_batch=62, accumulation=11)   # 682 = 62 x 11
+    assert plan_batches(load_config("anime64"), 8) == BatchPlan(batch=256, micro_batch=32, accumulation=1)
+    assert plan_batches(load_config("tiny-cpu"), 2) == BatchPlan(batch=16, micro_batch=8, accumulation=1)
+    assert plan_batches(load_config("tiny-cpu"), 1).describe(load_config("tiny-cpu"), 1) is None
+    assert "micro-batch 62" in plan_batches(cfg, 3).describe(cfg, 3)
+    with pytest.raises(ConfigError, match="smaller than the 3 processes"):
+        plan_batches(load_config("tiny-cpu", ["train.batch=2"]), 3)
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3, 8])
+@pytest.mark.parametrize("recipe", recipe_names())
+def test_every_recipe_plans_its_batch_on_any_number_of_processes(recipe, processes):
+    t = load_config(recipe).train
+    if t.batch < processes:                                 # fastgan-tiny64 (batch 4) on 8: impossible, refused
+        with pytest.raises(ConfigError, match="smaller than"):
+            plan_batches(load_config(recipe), processes)
+        return
+    plan = plan_batches(load_config(recipe), processes)
+    assert plan.micro_batch * plan.accumulation * processes == plan.batch
+    assert 1 <= plan.micro_batch <= t.micro_batch
+    assert t.batch - processes < plan.batch <= t.batch and (plan.batch == t.batch) == (t.batch % processes == 0)
+    share = plan.batch // processes   # the largest micro-batch that fits: no larger one divides the share
+    assert not any(share % m == 0 for m in range(plan.micro_batch + 1, min(t.micro_batch, share) + 1))
 
 
 def test_cli_error_is_one_line():

@@ -188,7 +188,7 @@ def test_failed_checkpoint_write_leaves_no_partial_checkpoint(tmp_path, monkeypa
 @pytest.mark.parametrize("override, words", [
     ("model.z_dim=30", ["model.z_dim", "32"]),
     ("model.g_attention=[48]", ["g_attention", "48"]),
-    ("train.batch=6", ["train.batch=6", "micro_batch"]),
+    ("train.batch=0", ["train.batch", "> 0"]),     # any batch >= the processes is planned (plan_batches)
     ("train.diffaug=color,zoom", ["zoom"]),
 ])
 def test_impossible_settings_name_the_problem(tmp_path, override, words):

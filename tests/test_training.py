@@ -98,9 +98,23 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
     assert {p.name: p.read_bytes() for p in good_ckpt.iterdir()} == files_before
 
 
-def test_batch_must_divide_over_processes_and_micro_batches(tmp_path):
-    with pytest.raises(ConfigError, match="micro_batch"):
-        tiny(tmp_path, "train.batch=10")
+def test_a_batch_that_micro_batches_do_not_divide_takes_smaller_ones(tmp_path):
+    trainer = Trainer(tiny(tmp_path, "train.batch=10", "train.max_steps=1"))   # micro_batch 4 does not divide 10
+    assert (trainer.plan.batch, trainer.micro_batch, trainer.accumulation) == (10, 2, 5)
+    trainer.run()
+    assert trainer.counters.real_seen == 10                                    # 10 real images per D step
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_with_tiny_cpu_as_shipped(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "smallgan.train", "--recipe", "tiny-cpu", "--data", "builtin:shapes", "--max-steps", "3",
+           "--set", f"train.out_dir={tmp_path}"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "batch 16 = 8 x 1 accumulation x 2 process(es)" in r.stderr.replace("\n", "")
+    assert ckpt.latest_checkpoint(tmp_path / "tiny-cpu").name == "step-0000003"
 
 
 def test_checkpoint_holds_everything_needed(tmp_path):

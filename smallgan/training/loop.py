@@ -23,7 +23,7 @@ from rich.console import Console
 
 from smallgan import checkpoint as ckpt
 from smallgan.augment import DiffAugment
-from smallgan.config import Config, ConfigError, accumulation_steps
+from smallgan.config import Config, ConfigError, plan_batches
 from smallgan.ema import EMA, prepare_for_sampling
 from smallgan.errors import SmallganError
 from smallgan.latents import sample_latents
@@ -111,8 +111,12 @@ class Trainer:
         self.is_main = acc.is_main_process
         self.console = console or Console(stderr=True, soft_wrap=True)  # log lines stay whole
         self.rank, self.world = acc.process_index, acc.num_processes
-        self.accumulation = accumulation_steps(cfg, self.world)
+        self.plan = plan_batches(cfg, self.world)
+        self.accumulation, self.micro_batch = self.plan.accumulation, self.plan.micro_batch
         self.augment = DiffAugment(t.diffaug)
+        note = self.plan.describe(cfg, self.world)
+        if note:
+            self._note(note)
         resume_path = self._resume_path(resume, overwrite)
 
         # Data: prepared once (main process first), then held in memory as uint8.
@@ -188,7 +192,7 @@ class Trainer:
                 perceptual = build_lpips(t.lpips_weights).to(acc.device)
         self.phases = GANPhases(
             accelerator=acc, G=G_wrapped, D=D_wrapped, G_raw=G, D_raw=D, augment=self.augment,
-            d_loss_name=t.loss, micro_batch=t.micro_batch, accumulation=self.accumulation,
+            d_loss_name=t.loss, micro_batch=self.micro_batch, accumulation=self.accumulation,
             r1_gamma=t.r1_gamma, ortho_beta=t.ortho_beta, perceptual=perceptual, recon_weight=t.recon_weight,
         )
         # Fixed latents for the progress grids, drawn from their own generator: the same on every run.
@@ -279,7 +283,7 @@ class Trainer:
         :func:`~smallgan.ema.prepare_for_sampling`), made once per step for grids, evaluation and export."""
         if self._sampling_step != self.counters.step:
             self._sampling = prepare_for_sampling(
-                self.ema.shadow, batch_size=max(self.cfg.train.micro_batch, 32),
+                self.ema.shadow, batch_size=max(self.micro_batch, 32),
                 seed=derive_seed(self.cfg.train.seed, STANDING_STATS_STREAM))
             self._sampling_step = self.counters.step
         return self._sampling
@@ -292,7 +296,7 @@ class Trainer:
 
         G = self.sampling_generator()
         chunks = []
-        for z, y in zip(self.fixed_z.split(self.cfg.train.micro_batch), self.fixed_y.split(self.cfg.train.micro_batch)):
+        for z, y in zip(self.fixed_z.split(self.micro_batch), self.fixed_y.split(self.micro_batch)):
             with self.accelerator.autocast():
                 chunks.append(G(z, y).float().cpu())
         images = torch.cat(chunks)
@@ -302,8 +306,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------
     def _next_real(self) -> tuple[torch.Tensor, torch.Tensor]:
         pos = self.counters.real_seen
-        self.counters.real_seen += self.cfg.train.micro_batch
-        return self.stream.batch(pos, self.cfg.train.micro_batch)
+        self.counters.real_seen += self.micro_batch
+        return self.stream.batch(pos, self.micro_batch)
 
     def train_iteration(self) -> dict[str, torch.Tensor]:
         """d_steps D steps and one G step. Returns device tensors; nothing here waits for the device."""
@@ -377,7 +381,7 @@ class Trainer:
                 acc.init_trackers(self.run_dir.name, config=_flat_scalars(cfg.to_dict()))
             self.console.print(
                 f"run {self.run_dir}: {cfg.model.arch} {cfg.model.resolution}px, {self.n_classes} class(es), "
-                f"{len(self.stream) * self.world} images, batch {t.batch} = {t.micro_batch} x "
+                f"{len(self.stream) * self.world} images, batch {self.plan.batch} = {self.micro_batch} x "
                 f"{self.accumulation} accumulation x {self.world} process(es), device {acc.device}, "
                 f"precision {t.precision}"
             )
@@ -396,7 +400,7 @@ class Trainer:
                 for k in sums:
                     sums[k] += losses[k]
                 since_log += 1
-                speed.add(t.batch * t.d_steps)
+                speed.add(self.plan.batch * t.d_steps)
                 c.elapsed = elapsed0 + time.perf_counter() - t_start
                 at_log = c.step % t.log_every == 0 or c.step == t.max_steps
                 if at_log:
@@ -409,7 +413,7 @@ class Trainer:
                         )
                     record = {k: (v / since_log).item() for k, v in sums.items()}
                     # img/s counts real images through D (batch x d_steps per iteration), like kimg.
-                    record.update(step=c.step, kimg=c.step * t.batch * t.d_steps / 1000, img_s=speed.rate(),
+                    record.update(step=c.step, kimg=c.step * self.plan.batch * t.d_steps / 1000, img_s=speed.rate(),
                                   seconds=round(c.elapsed, 2), skipped_d=c.skipped_d, skipped_g=c.skipped_g)
                     for v in sums.values():
                         v.zero_()
