@@ -5,6 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
 from accumulation_check import accumulated_vs_full_gradient  # noqa: E402
@@ -16,6 +17,7 @@ def main() -> None:
     diff = accumulated_vs_full_gradient(acc)
     out = Path(sys.argv[1])
     out.joinpath(f"rank{acc.process_index}.txt").write_text(repr(diff))
+    torch.distributed.destroy_process_group()   # gloo's threads left running at exit can abort the process
 
 
 if __name__ == "__main__":  # worker pools may re-import this file

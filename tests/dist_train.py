@@ -21,6 +21,7 @@ def main() -> None:
     weights.update({f"EMA.{k}": v for k, v in trainer.ema.state_dict().items()})
     save_file({k: v.contiguous() for k, v in weights.items()}, str(out_dir / f"rank{rank}.safetensors"))
     torch.distributed.barrier()
+    torch.distributed.destroy_process_group()   # gloo's threads left running at exit can abort the process
 
 
 if __name__ == "__main__":  # worker pools may re-import this file

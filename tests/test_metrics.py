@@ -476,6 +476,7 @@ real = statistics_of_images(smooth_images(50, seed=13), ext, batch_size=8, accel
 res = evaluate_generator(index_sample_fn(2), 37, real, ext, metrics=("fid", "kid", "is"), batch_size=8,
                          accelerator=acc, kid_subsets=10, is_splits=3)
 json.dump({{"world": acc.num_processes, **res}}, open({out!r} + str(acc.process_index), "w"))
+torch.distributed.destroy_process_group()   # gloo's threads left running at exit can abort the process
 """
 
 

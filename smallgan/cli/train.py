@@ -40,9 +40,15 @@ def train_command(
     if dry_run:
         print(cfg.to_json())
         return
+    import torch.distributed as dist
+
     from smallgan.training.loop import train
 
     train(cfg, resume=resume, overwrite=overwrite)
+    if dist.is_available() and dist.is_initialized():
+        # A launched run ends its process group itself: gloo/NCCL threads still running at interpreter exit can
+        # abort the process ("terminate called without an active exception") after a successful run.
+        dist.destroy_process_group()
 
 
 app.command("train")(train_command)
