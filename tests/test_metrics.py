@@ -42,6 +42,7 @@ from smallgan.metrics import evaluate as evaluate_mod
 from smallgan.metrics import features as features_mod
 from smallgan import weights as weights_mod
 from smallgan.metrics.kid import mmd2_unbiased
+from torchrun_retry import run_torchrun
 
 
 def smooth_images(n: int, seed: int, size: int = 32) -> torch.Tensor:
@@ -489,9 +490,8 @@ def test_two_processes_give_the_single_process_numbers(tmp_path):
     with socket.socket() as s:  # a free port, so parallel test runs do not collide
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(port), str(script)], env=env, capture_output=True, text=True,
-                          timeout=240)
+    proc = run_torchrun([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                         "--master_port", str(port), str(script)], env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0, r1 = (json.loads(Path(out + str(i)).read_text()) for i in range(2))
     assert r0["world"] == 2 and r0 == r1  # every process ends with the same numbers

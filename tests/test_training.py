@@ -12,6 +12,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from accumulation_check import accumulated_vs_full_gradient
+from torchrun_retry import run_torchrun
 from smallgan import checkpoint as ckpt
 from smallgan.config import ConfigError, load_config
 from smallgan.training.loop import Trainer, TrainingDiverged, train
@@ -111,7 +112,7 @@ def test_torchrun_two_processes_with_tiny_cpu_as_shipped(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "smallgan.train", "--recipe", "tiny-cpu", "--data", "builtin:shapes", "--max-steps", "3",
            "--set", f"train.out_dir={tmp_path}"]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    r = run_torchrun(cmd, env, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "batch 16 = 8 x 1 accumulation x 2 process(es)" in r.stderr.replace("\n", "")
     assert ckpt.latest_checkpoint(tmp_path / "tiny-cpu").name == "step-0000003"
@@ -165,7 +166,7 @@ def test_two_processes_end_identical_and_write_one_set_of_files(tmp_path):
 def _torchrun(script: Path, *args: str) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(TESTS)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *args]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    r = run_torchrun(cmd, env, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
