@@ -21,7 +21,8 @@ its time limit still leaves the finished rows. Items run in priority order and s
    time per 1k steps (training iterations only: no sampling, checkpoints or evaluation).
 4. ``train``: `smallgan train --recipe anime64 --data builtin:shapes --max-steps 200` end to end.
 5. ``compile``: the bf16 + torch.compile row of item 2.
-6. ``pytest``: tests/test_training.py and tests/test_sampling.py on the GPU machine, with what time is left.
+6. ``pytest``: tests/test_gpu.py (the `-m gpu` subset), tests/test_training.py and tests/test_sampling.py on the
+   GPU machine, with what time is left.
 """
 
 from __future__ import annotations
@@ -141,9 +142,10 @@ def _time_trainer(cfg, *, iters: int, warmup: int, count_flops: bool, n_images: 
         out["D_params"] = sum(p.numel() for p in trainer.D.parameters())
         out["device"] = str(trainer.accelerator.device)
         out["accumulation"] = trainer.accumulation
+        out["precision"] = trainer.precision   # train.precision=auto (the recipes' default), resolved for the GPU
     t = cfg.train
     out.update(s_per_iter=round(s, 5), iters=iters, warmup=warmup, batch=t.batch, micro_batch=t.micro_batch,
-               d_steps=t.d_steps, precision=t.precision, img_s=round(t.batch * t.d_steps / s, 2),
+               d_steps=t.d_steps, img_s=round(t.batch * t.d_steps / s, 2),
                tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32,
                float32_matmul_precision=torch.get_float32_matmul_precision())
     return out
@@ -496,7 +498,7 @@ def run_pytest(r: Runner, q: bool, out_dir: Path) -> None:
         r.say(f"skip pytest: {r.remaining():.0f}s left")
         r.write({"item": "pytest", "ok": False, "skipped": "budget"})
         return
-    tests = [str(SRC / "tests" / "test_training.py"), str(SRC / "tests" / "test_sampling.py")]
+    tests = [str(SRC / "tests" / name) for name in ("test_gpu.py", "test_training.py", "test_sampling.py")]
     # -vv on top of the project's addopts -q: one line per test, so a run cut off at its timeout still counts.
     cmd = [sys.executable, "-m", "pytest", "-vv", "-x", "-p", "no:cacheprovider", "-rfE", "--durations=8", *tests]
     r.say(f"start pytest (timeout {timeout:.0f}s)")

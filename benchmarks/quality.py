@@ -12,8 +12,12 @@ run, samples every class from the EMA generator exactly as `smallgan sample --cl
     python benchmarks/quality.py --data builtin:shapes --recipe tiny-cpu --minutes 3
     python benchmarks/quality.py --data builtin:digits --recipe tiny-cpu --minutes 10
     python benchmarks/quality.py --data builtin:shapes --run runs/demo      # evaluate a finished run
+    python benchmarks/quality.py --data builtin:shapes --minutes 0 --steps 1600 --d-ceiling
 
-`--json FILE` writes every figure; `--grid FILE` the final samples, one class per row.
+`--json FILE` writes every figure; `--grid FILE` the final samples, one class per row. `--d-ceiling` adds a
+row that bounds what conditioning can reach: the recipe's D, given the labels, trained as a plain classifier
+on as many real images as the run's D saw, and scored on the held-out images. A projection D that cannot
+tell the classes apart this way cannot teach G to draw them either.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from torch import Tensor, nn
 
 from smallgan.config import Config, load_config
 from smallgan.data import load_prepared, resolve_dataset, to_float
+from smallgan.augment import DiffAugment
 from smallgan.metrics.fid import frechet_distance
+from smallgan.registry import build_discriminator
 from smallgan.sampling import TrainedGenerator, load_generator, save_grid
 
 
@@ -148,14 +154,20 @@ def class_rows(generator: TrainedGenerator, n_classes: int, per_row: int = 10, s
 # ---------------------------------------------------------------------------------------------
 
 
+def held_out_split(n_images: int, n_classes: int, holdout: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(test, train) indices: the judge and the D ceiling learn on train and are scored on test."""
+    perm = torch.randperm(n_images, generator=torch.Generator().manual_seed(seed))
+    n_test = max(n_classes, int(n_images * holdout))
+    return perm[:n_test], perm[n_test:]
+
+
 def build_reference(cfg: Config, holdout: float, steps: int, seed: int = 0) -> tuple[Reference, dict, Path]:
     data_path = resolve_dataset(cfg.data.path, cfg.model.resolution)
     data = load_prepared(data_path, resolution=cfg.model.resolution)
     if len(data.class_names) < 2:
         sys.exit(f"{cfg.data.path} has one class: the quality benchmark needs a labelled (class sub-folder) dataset")
-    perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
-    n_test = max(len(data.class_names), int(len(data) * holdout))
-    test, train = perm[:n_test], perm[n_test:]
+    test, train = held_out_split(len(data), len(data.class_names), holdout, seed)
+    n_test = len(test)
     # The judge depends only on the data and these settings: cached beside the prepared dataset.
     cache = data_path / f".quality-judge-{cfg.model.resolution}px-{steps}-{seed}.pt"
     t0 = time.perf_counter()
@@ -183,6 +195,40 @@ def build_reference(cfg: Config, holdout: float, steps: int, seed: int = 0) -> t
         "noise_class_acc": (noise_pred == torch.randint(0, len(data.class_names), (n_test,), generator=g)).float().mean().item(),
     }
     return Reference(judge, list(data.class_names), train_feats, n_test), calibration, data_path
+
+
+def d_ceiling(cfg: Config, data_path: Path, real_images: int, holdout: float, seed: int = 0) -> dict:
+    """The recipe's D as a supervised classifier: its pooled features and a linear layer over the classes,
+    trained with D's optimiser settings and augmentation on ``real_images`` real images (what the run's D saw),
+    scored on the held-out images. Conditioning in a projection D rests on these same features."""
+    data = load_prepared(data_path, resolution=cfg.model.resolution)
+    n_classes = len(data.class_names)
+    test, train = held_out_split(len(data), n_classes, holdout, seed)
+    torch.manual_seed(seed)
+    D = build_discriminator(cfg.model, n_classes=1)
+    if not hasattr(D, "features"):
+        return {"skipped": f"{cfg.model.arch}'s D has no pooled features to classify from"}
+    augment = DiffAugment(cfg.train.diffaug)
+    with torch.no_grad():
+        width = D.features(to_float(data.images[:2])).shape[1]
+    head = nn.Linear(width, n_classes)
+    t = cfg.train
+    opt = torch.optim.Adam([*D.parameters(), *head.parameters()], lr=t.d_lr, betas=tuple(t.betas), eps=t.adam_eps)
+    g = torch.Generator().manual_seed(seed)
+    steps = max(1, real_images // t.batch)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        idx = train[torch.randint(0, len(train), (t.batch,), generator=g)]
+        loss = F.cross_entropy(head(D.features(augment(to_float(data.images[idx])))), data.labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    D.eval()
+    with torch.no_grad():
+        pred = torch.cat([head(D.features(to_float(c))).argmax(1) for c in data.images[test].split(256)])
+    return {"steps": steps, "real_images": steps * t.batch, "train_seconds": round(time.perf_counter() - t0, 1),
+            "final_train_loss": round(loss.item(), 3),
+            "held_out_acc": (pred == data.labels[test]).float().mean().item()}
 
 
 def train_and_score(cfg: Config, ref: Reference, *, minutes: float, steps: int, points: int, per_class: int,
@@ -228,6 +274,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="config override section.key=value")
     ap.add_argument("--json", help="write all figures to this file")
     ap.add_argument("--grid", help="write the final samples (one class per row) to this PNG")
+    ap.add_argument("--d-ceiling", action="store_true",
+                    help="also train the recipe's D as a classifier on the run's real-image budget (a bound)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -240,7 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
             cfg.data.path = args.data
         else:
             cfg = load_config(args.recipe, overrides)
-        ref, calibration, data_path = build_reference(cfg, holdout=0.25, steps=args.judge_steps, seed=args.seed)
+        holdout = 0.25
+        ref, calibration, data_path = build_reference(cfg, holdout=holdout, steps=args.judge_steps, seed=args.seed)
         result = {
             "data": args.data, "recipe": args.run or args.recipe, "overrides": args.sets,
             "budget": f"{args.minutes:g} min" if args.minutes and not args.run else f"{args.steps} steps",
@@ -262,6 +311,19 @@ def main(argv: list[str] | None = None) -> dict:
             result["final"] = {**{k: curve[-1][k] for k in ("step", "kimg", "train_seconds")},
                                **score(G, ref, args.per_class, seed=args.seed + 1000)}
         print(format_row({"step": "final", **result["final"]}) + "   (exported generator, fresh latents)")
+        if args.d_ceiling:
+            # A finished run (--run) does not record its length here: --steps says how many G steps it took.
+            steps = result["final"].get("step") or args.steps
+            if not steps:
+                sys.exit("--d-ceiling with --run needs --steps: the G steps the run took (its log says)")
+            real_images = steps * cfg.train.batch * cfg.train.d_steps
+            ceiling = d_ceiling(cfg, data_path, real_images, holdout, seed=args.seed)
+            result["d_ceiling"] = ceiling
+            if "skipped" in ceiling:
+                print(f"D ceiling skipped: {ceiling['skipped']}")
+            else:
+                print(f"D ceiling: the recipe's D trained on the labels with {ceiling['real_images']:,} real images "
+                      f"({ceiling['steps']} steps) classifies held-out images at {ceiling['held_out_acc']:.3f}")
         if args.grid:
             save_grid(class_rows(G, len(ref.class_names)), args.grid, nrow=10)
     if args.json:

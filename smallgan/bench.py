@@ -83,10 +83,11 @@ def run_benchmark(cfg: Config, *, iters: int = 10, warmup: int = 3, device: str 
         g_params = sum(p.numel() for p in trainer.G.parameters())
         d_params = sum(p.numel() for p in trainer.D.parameters())
         dev = str(trainer.accelerator.device)
+        precision = trainer.precision   # train.precision=auto, resolved for the device
     t = cfg.train
     return {
         "arch": cfg.model.arch, "resolution": r, "ch": cfg.model.ch, "batch": t.batch, "d_steps": t.d_steps,
-        "precision": t.precision, "device": dev, "G_params": g_params, "D_params": d_params,
+        "precision": precision, "device": dev, "G_params": g_params, "D_params": d_params,
         "s_per_iter": round(seconds, 5),
         # Real images through D per second (batch x d_steps per iteration), the unit of the training log.
         "img_s": round(t.batch * t.d_steps / seconds, 2),

@@ -87,7 +87,10 @@ class TrainConfig:
     ema_decay: float = 0.9999         # EMA of G weights
     ema_start: int = 20000            # step at which the EMA starts averaging (before: a copy of G)
     diffaug: str = ""                 # DiffAugment policy, e.g. "color,translation,cutout"; "" = off
-    precision: str = "no"             # no | fp16 | bf16 (mixed precision through Accelerate)
+    # Mixed precision through Accelerate: auto | no | fp16 | bf16. auto = what Accelerate is configured for
+    # (accelerate launch --mixed_precision, accelerate config), else bf16 on GPUs with native bf16, fp16 on
+    # older GPUs, no on CPU (smallgan/device.py); an explicit value wins.
+    precision: str = "auto"
     sync_bn: bool = False             # SyncBatchNorm for G on several GPUs (CUDA only)
     max_steps: int = 1000             # G updates
     max_minutes: float = 0.0          # stop (with a checkpoint) after this wall time; 0 = no limit
@@ -283,7 +286,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Validation: impossible combinations are refused before any heavy work.
 
-PRECISIONS = ("no", "fp16", "bf16")
+PRECISIONS = ("auto", "no", "fp16", "bf16")   # "auto" is resolved per device (smallgan.device)
 FLIPS = ("true", "false", "dataset")
 LOSSES = ("hinge", "fastgan-hinge")
 

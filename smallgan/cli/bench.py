@@ -17,7 +17,9 @@ def bench(
     ch: int = typer.Option(16, "--ch", help="Width multiplier (BigGAN ch; FastGAN ngf)."),
     batch: int = typer.Option(16, "--batch", help="Micro-batch per device (one per iteration)."),
     d_steps: int = typer.Option(2, "--d-steps", help="D updates per G update."),
-    precision: str = typer.Option("no", "--precision", help="fp32 (= no) | fp16 | bf16"),
+    precision: str = typer.Option(
+        "auto", "--precision", help="auto (bf16 on GPUs with native bf16, fp16 on older GPUs, fp32 on CPU) | "
+        "fp32 (= no) | fp16 | bf16"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     iters: int = typer.Option(10, "--iters", help="Timed iterations (after warm-up)."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed iterations first (compilation, caches)."),

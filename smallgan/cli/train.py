@@ -20,7 +20,9 @@ def train_command(
     ),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many G steps."),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="no | fp16 | bf16"),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="auto (Accelerate's setting, else bf16 on GPUs with native bf16, fp16 on older "
+        "GPUs, no on CPU) | no | fp16 | bf16. Default: the recipe's, else auto."),
     lpips_weights: Optional[str] = typer.Option(
         None, "--lpips-weights", help="Local vgg16-397923af.pth for FastGAN's LPIPS loss (offline machines)."
     ),

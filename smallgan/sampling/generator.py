@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from smallgan.config import Config
+from smallgan.device import resolve_device
 from smallgan.errors import SmallganError
 from smallgan.latents import truncated_normal
 from smallgan.sampling.images import to_pil, to_uint8
@@ -26,19 +27,6 @@ ClassSpec = Union[int, str, Sequence[Union[int, str]], Tensor, None]
 Progress = Callable[[int, int], None]   # (images done, images in all)
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None or "auto": the GPU when there is one, else the CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise SmallganError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SmallganError(f"device {device} was asked for but no CUDA GPU is available; use --device cpu")
-    return dev
 
 
 def _describe_classes(class_names: list[str], n_classes: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import shutil
 import signal
 import time
@@ -24,6 +23,7 @@ from rich.console import Console
 from smallgan import checkpoint as ckpt
 from smallgan.augment import DiffAugment
 from smallgan.config import Config, ConfigError, plan_batches
+from smallgan.device import accelerate_cpu, choose_precision, fused_adam_supported
 from smallgan.ema import EMA, prepare_for_sampling
 from smallgan.errors import SmallganError
 from smallgan.latents import sample_latents
@@ -57,28 +57,25 @@ def run_dir_for(cfg: Config) -> Path:
 
 
 def _make_accelerator(cfg: Config, run_dir: Path):
-    from accelerate import Accelerator
+    """The Accelerator of a run and the mixed precision it uses (train.precision=auto resolved for the device)."""
+    from accelerate import Accelerator, PartialState
     from accelerate.utils import DistributedDataParallelKwargs
 
     # broadcast_buffers=False: with DDP's default, rank 0's buffers (spectral-norm u, BN statistics) are copied
     # in every forward, which breaks backward after an in-place u update (PyTorch #22095). Spectral-norm
     # vectors stay equal across ranks anyway: same init, same weights, same updates.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
-    precision = cfg.train.precision
-    cuda = torch.cuda.is_available()
-    if precision == "fp16" and not cuda:
-        raise ConfigError("train.precision=fp16 needs a CUDA GPU (none found); use train.precision=bf16 or no")
-    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise ConfigError("train.precision=bf16 is not supported by this GPU; use train.precision=fp16")
-    # Without a GPU, Accelerate only joins a multi-process launch (torchrun, gloo) when told to run on CPU.
-    multi_cpu = not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(
-        cpu=multi_cpu,
-        mixed_precision=precision,
+    cpu = accelerate_cpu()
+    # The device Accelerate will train on, asked before the Accelerator exists: its mixed precision is fixed then.
+    precision = choose_precision(cfg.train.precision, PartialState(cpu=cpu).device)
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=precision.value,
         kwargs_handlers=[ddp],
         log_with=cfg.train.log_with or None,
         project_dir=str(run_dir),
     )
+    return accelerator, precision
 
 
 def resolve_flip(setting: str, data_path: Path | None) -> bool:
@@ -107,13 +104,17 @@ class Trainer:
         self.cfg = cfg
         t = cfg.train
         self.run_dir = run_dir_for(cfg)
-        self.accelerator = acc = _make_accelerator(cfg, self.run_dir)
+        self.accelerator, choice = _make_accelerator(cfg, self.run_dir)
+        acc = self.accelerator
+        self.precision, self.precision_why = choice.value, choice.why   # no | fp16 | bf16, and why
         self.is_main = acc.is_main_process
         self.console = console or Console(stderr=True, soft_wrap=True)  # log lines stay whole
         self.rank, self.world = acc.process_index, acc.num_processes
         self.plan = plan_batches(cfg, self.world)
         self.accumulation, self.micro_batch = self.plan.accumulation, self.plan.micro_batch
         self.augment = DiffAugment(t.diffaug)
+        if choice.note:
+            self._note(choice.note)
         note = self.plan.describe(cfg, self.world)
         if note:
             self._note(note)
@@ -138,6 +139,7 @@ class Trainer:
         # Saved configs (checkpoints, generator export) hold the resolved class count: self-describing.
         self.cfg = cfg = copy.deepcopy(cfg)
         cfg.model.n_classes = self.n_classes
+        cfg.train.precision = self.precision      # auto, resolved: config.json says what the run used
         labels = dataset.labels if self.n_classes > 1 else torch.zeros_like(dataset.labels)
         if self.n_classes == 1:
             self.class_names = []
@@ -160,11 +162,16 @@ class Trainer:
         iterate_once_per_step(D)
         self.ema = EMA(G, t.ema_decay, t.ema_start)
         apply_speed_options(G, D, t, acc.device, note=self._note)
-        # Fused Adam: one kernel per step, and it skips a non-finite step on the device (no host sync).
-        adam = dict(betas=tuple(t.betas), eps=t.adam_eps, fused=True)
+        # Fused Adam: one kernel per step, and it skips a non-finite step on the device (no host sync). Where this
+        # PyTorch has no fused kernel for the device, the foreach Adam and one host sync per step (phases.py).
+        fused = fused_adam_supported(acc.device)
+        if not fused:
+            self._note(f"this PyTorch has no fused Adam for {acc.device.type}; "
+                       "using the foreach one (a host sync per step)")
+        adam = dict(betas=tuple(t.betas), eps=t.adam_eps, fused=fused)
         self.g_opt = torch.optim.Adam(G.parameters(), lr=t.g_lr, **adam)
         self.d_opt = torch.optim.Adam(D.parameters(), lr=t.d_lr, **adam)
-        fp16 = t.precision == "fp16"
+        fp16 = self.precision == "fp16"   # one dynamic loss scaler per network (phases.py)
         self.g_scaler = torch.amp.GradScaler(acc.device.type, enabled=fp16)
         self.d_scaler = torch.amp.GradScaler(acc.device.type, enabled=fp16)
         self.counters = Counters()
@@ -383,7 +390,7 @@ class Trainer:
                 f"run {self.run_dir}: {cfg.model.arch} {cfg.model.resolution}px, {self.n_classes} class(es), "
                 f"{len(self.stream) * self.world} images, batch {self.plan.batch} = {self.micro_batch} x "
                 f"{self.accumulation} accumulation x {self.world} process(es), device {acc.device}, "
-                f"precision {t.precision}"
+                f"precision {self.precision} ({self.precision_why})"
             )
         progress = ProgressLine(self.console, t.max_steps, c.step, enabled=self.is_main)
         spikes, speed = SpikeDetector(), Throughput()

@@ -4,29 +4,11 @@ see the README's speed table."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-def compiler_unavailable(device: torch.device) -> str | None:
-    """Why torch.compile cannot work here, or None when it can."""
-    try:
-        import torch._dynamo
-
-        if not torch._dynamo.is_dynamo_supported():
-            return "torch.compile does not support this Python version"
-    except ImportError:
-        return "this PyTorch build has no torch.compile"
-    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
-        return "Triton is not installed"
-    if device.type == "cpu" and not shutil.which(os.environ.get("CXX", "g++")) and not shutil.which("c++"):
-        return "no C++ compiler found (install g++)"
-    return None
+from smallgan.device import compiler_unavailable  # looked up in this module by apply_speed_options
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
