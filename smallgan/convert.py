@@ -170,13 +170,11 @@ def load_safely(path: Path, *, plain_data: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path} does not exist")
-    placeholders = list(_HARMLESS_GLOBALS.items())
     try:
         try:
-            context = torch.serialization.safe_globals([(cls, full) for full, cls in placeholders])
+            with torch.serialization.safe_globals([(cls, full) for full, cls in _HARMLESS_GLOBALS.items()]):
+                return torch.load(path, map_location="cpu", weights_only=True)
         except (AttributeError, TypeError):  # a PyTorch without (class, name) allowlisting: no placeholders
-            return torch.load(path, map_location="cpu", weights_only=True)
-        with context:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = _GLOBAL_IN_ERROR.search(str(e))
@@ -497,21 +495,21 @@ def _check_attention(theirs: dict[str, Tensor], module: nn.Module, file: str, ke
                           "attention block per resolution, after the first block at that resolution")
 
 
-def _check_variants(g: dict[str, Tensor]) -> None:
-    """Refuse the generator variants whose keys give them away (when there is no config to say so)."""
+def _check_variants(g: dict[str, Tensor], file: str) -> None:
+    """Refuse the generator variants whose keys give them away, config or not (the keys are what gets loaded)."""
     keys = list(g)
     if any(re.fullmatch(r"blocks\.\d+\.0\.conv[34]\.weight", k) for k in keys):
-        raise ConversionError("G.pth looks like the authors' BigGAN-deep (BigGANdeep.py: conv3/conv4 bottleneck "
+        raise ConversionError(f"{file} looks like the authors' BigGAN-deep (BigGANdeep.py: conv3/conv4 bottleneck "
                               "blocks); only BigGAN.py checkpoints convert")
     if any(k.endswith((".bn.stored_mean", ".bn.running_mean", "accumulation_counter")) for k in keys):
-        raise ConversionError("G.pth was trained with --mybn or --cross_replica (BatchNorm statistics in "
+        raise ConversionError(f"{file} was trained with --mybn or --cross_replica (BatchNorm statistics in "
                               "sub-modules); smallgan's BatchNorm cannot represent them exactly")
     if "shared.weight" not in g and "blocks.0.0.bn1.gain.weight" in g and "blocks.0.0.bn1.gain.u0" not in g:
-        raise ConversionError("G.pth was trained without --G_shared (a class embedding in every BatchNorm); "
+        raise ConversionError(f"{file} was trained without --G_shared (a class embedding in every BatchNorm); "
                               "smallgan's biggan has one shared embedding")
     if "linear.weight" in g and "linear.u0" not in g:
-        raise ConversionError("G.pth has no spectral-norm vectors (u0): it was trained with G_param other than SN; "
-                              "smallgan spectrally normalises every layer")
+        raise ConversionError(f"{file} has no spectral-norm vectors (u0): it was trained with G_param other than "
+                              "SN; smallgan spectrally normalises every layer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,7 +581,7 @@ def convert_biggan_pytorch(src: Path, suffix: str = "", overrides: Iterable[str]
         g_ema = g
         notes.append(f"no {files['G_ema'].name} (trained without --ema): the EMA generator is a copy of G")
 
-    _check_variants(g)
+    _check_variants(g, files["G"].name)
     cfg = Config()
     cfg.data.path = ""          # the authors' data set is theirs; training from this folder names its own
     itr = None

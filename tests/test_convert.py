@@ -359,6 +359,17 @@ def test_suffix_selects_the_copy_and_a_missing_file_is_named(tmp_path):
         convert_biggan_pytorch(tmp_path / "theirs")
 
 
+def test_without_G_ema_the_EMA_generator_is_G(tmp_path):
+    theirs = write_their_folder(tmp_path / "theirs", TINY32)
+    (tmp_path / "theirs" / "G_ema.pth").unlink()
+    converted = convert_biggan_pytorch(tmp_path / "theirs")
+    assert any("no G_ema.pth" in n for n in converted.notes)
+    z, y = latents(TINY32)
+    with torch.no_grad():
+        assert torch.equal(converted.G_ema(z, y), converted.G(z, y))
+        assert (converted.G(z, y) - reference_generator(theirs["G"], z, y, TINY32)).abs().max() < 1e-3
+
+
 def test_leftover_missing_and_misshapen_tensors_are_refused_by_name(tmp_path):
     theirs = write_their_folder(tmp_path / "theirs", TINY32)
     g = dict(theirs["G"])
@@ -390,6 +401,13 @@ def test_settings_smallgan_cannot_represent_are_refused_in_one_line(tmp_path):
         with pytest.raises(ConversionError, match=words) as e:
             convert_biggan_pytorch(tmp_path / "theirs")
         assert "\n" not in str(e.value)
+    # Without a config the keys give the variant away: --mybn keeps the statistics in a sub-module.
+    g = their_generator(TINY32, 1)
+    g["blocks.0.0.bn1.bn.stored_mean"] = g.pop("blocks.0.0.bn1.stored_mean")
+    torch.save(g, tmp_path / "theirs" / "G.pth")
+    path.unlink()
+    with pytest.raises(ConversionError, match=r"^G\.pth was trained with --mybn"):
+        convert_biggan_pytorch(tmp_path / "theirs")
     # Their 32 px D labels every block 16: D_attn='16' puts attention after all four blocks (16, 8, 8, 8 px).
     arch = {**TINY32, "D_attn": "16"}
     write_their_folder(tmp_path / "d32", arch)
