@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from smallgan.cli.app import app
-from smallgan.cli import bench, compare, eval, info, prepare, sample, train  # noqa: F401  (each module registers its commands on `app`)
+from smallgan.cli import bench, compare, convert, eval, info, prepare, sample, train  # noqa: F401  (each module registers its commands on `app`)
 from smallgan.errors import SmallganError
 
 
