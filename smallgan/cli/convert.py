@@ -1,4 +1,4 @@
-"""`smallgan convert`: a pretrained BigGAN checkpoint -> a smallgan run folder (smallgan/convert.py does the work)."""
+"""`smallgan convert`: a pretrained BigGAN checkpoint -> a smallgan run folder (smallgan/convert/ does the work)."""
 
 from __future__ import annotations
 
