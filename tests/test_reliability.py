@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from smallgan import checkpoint as ckpt
 from smallgan.config import ConfigError, load_config
 from smallgan.errors import SmallganError
+from smallgan.io import load_weights, save_weights
+from smallgan.sampling.export import load_generator
 from smallgan.training.loop import Trainer, train
 
 TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=4", "train.micro_batch=4",
@@ -163,7 +166,7 @@ def test_failed_checkpoint_write_leaves_no_partial_checkpoint(tmp_path, monkeypa
     good = ckpt.latest_checkpoint(trainer.run_dir)
     trainer.train_iteration()
     calls = {"n": 0}
-    real_save = ckpt.save_file
+    real_save = safetensors.torch.save_file
 
     def failing_save(tensors, path, metadata=None):
         calls["n"] += 1
@@ -172,7 +175,7 @@ def test_failed_checkpoint_write_leaves_no_partial_checkpoint(tmp_path, monkeypa
             raise OSError(28, "No space left on device")
         real_save(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(ckpt, "save_file", failing_save)
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
     with pytest.raises(SmallganError, match="No space left on device") as e:
         trainer.save_checkpoint()
     assert str(good) in str(e.value)
@@ -263,7 +266,7 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     gen = path.parent.parent / "generator.safetensors"
     gen.write_bytes(gen.read_bytes()[:100])
     with pytest.raises(SmallganError, match="damaged"):
-        ckpt.load_generator(gen)
+        load_generator(gen)
 
 
 def test_checkpoint_from_another_architecture_is_refused(tmp_path):
@@ -276,11 +279,11 @@ def test_checkpoint_from_another_architecture_is_refused(tmp_path):
 
     G = build_generator(cfg.model, n_classes=1)
     wrong = tmp_path / "wrong.safetensors"
-    state = ckpt.load_weights(path / "G_ema.safetensors")
-    ckpt.save_weights(wrong, state, {"format": "smallgan-generator", "format_version": "1",
-                                     "config": cfg.to_json(), "class_names": "[]", "step": "1"})
+    state = load_weights(path / "G_ema.safetensors")
+    save_weights(wrong, state, {"format": "smallgan-generator", "format_version": "1",
+                                "config": cfg.to_json(), "class_names": "[]", "step": "1"})
     with pytest.raises(SmallganError, match="does not match"):
-        ckpt.load_generator(wrong)
+        load_generator(wrong)
     del G
 
 

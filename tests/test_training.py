@@ -15,6 +15,7 @@ from accumulation_check import accumulated_vs_full_gradient
 from torchrun_retry import run_torchrun
 from smallgan import checkpoint as ckpt
 from smallgan.config import ConfigError, load_config
+from smallgan.sampling.export import load_generator
 from smallgan.training.loop import Trainer, TrainingDiverged, train
 from smallgan.training.stats import read_metrics
 
@@ -125,7 +126,7 @@ def test_checkpoint_holds_everything_needed(tmp_path):
     assert {"g_opt", "d_opt", "g_scaler", "d_scaler", "counters"} <= set(state)
     assert state["step"] == 2 and cfg == trainer.cfg
     assert any(k.endswith(".u") for k in weights["D"])                    # spectral-norm state persisted
-    G, cfg2, classes = ckpt.load_generator(trainer.run_dir)
+    G = load_generator(trainer.run_dir, device="cpu").module
     z = torch.randn(2, G.z_dim)
     y = torch.zeros(2, dtype=torch.long)
     with torch.no_grad():
@@ -141,7 +142,7 @@ def test_evaluation_during_training_keeps_the_best_generator(tmp_path):
     best = json.loads((trainer.run_dir / "best" / "best.json").read_text())
     winner = min(evals, key=lambda r: r["fid"])
     assert (best["step"], best["value"]) == (winner["step"], winner["fid"])
-    G, _, _ = ckpt.load_generator(trainer.run_dir / "best")
+    G = load_generator(trainer.run_dir / "best", device="cpu").module
     assert G.resolution == 32
     # The tracker is part of the checkpoint: a resumed run does not forget its best.
     _, state, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(trainer.run_dir))
