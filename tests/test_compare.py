@@ -18,6 +18,9 @@ from smallgan.sampling.export import load_generator
 from smallgan.training.loop import train
 from smallgan.training.stats import read_metrics
 
+# Every test here uses two runs trained by the real loop (the module fixture): end to end, so slow.
+pytestmark = pytest.mark.slow
+
 STEPS = 2
 EVAL = ["train.eval_every=2", "eval.extractor=tiny", "eval.n=8", "eval.batch_size=64", "eval.metrics=kid,fid",
         "train.log_every=1", "train.sample_every=0", "train.sv_every=0"]

@@ -120,6 +120,7 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, sig):
     assert int(latest.name.split("-")[1]) == last_logged     # nothing trained after the last checkpoint is lost
 
 
+@pytest.mark.slow
 def test_dying_while_old_checkpoints_are_deleted_leaves_only_complete_ones(tmp_path, monkeypatch):
     trainer = train(tiny(tmp_path, "train.max_steps=2", "train.keep_ckpts=1"))
     real_rmtree = shutil.rmtree
@@ -161,6 +162,7 @@ def test_unwritable_run_folder_is_refused_before_training(tmp_path):
         Trainer(tiny(blocker))
 
 
+@pytest.mark.slow
 def test_failed_checkpoint_write_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
     trainer = train(tiny(tmp_path, "train.max_steps=1"))
     good = ckpt.latest_checkpoint(trainer.run_dir)
@@ -232,12 +234,14 @@ def test_folder_without_images(tmp_path):
         Trainer(tiny(tmp_path, f"data.path={empty}"))
 
 
+@pytest.mark.slow
 def test_one_image_trains(tmp_path):
     folder = _image_folder(tmp_path / "one", 1)
     trainer = train(tiny(tmp_path, f"data.path={folder}", "train.max_steps=2"))
     assert trainer.counters.step == 2 and len(trainer.stream) == 1
 
 
+@pytest.mark.slow
 def test_dataset_at_another_resolution_is_resized_on_load(tmp_path):
     from data_tools.prepare import PrepareOptions, prepare
 
@@ -257,6 +261,7 @@ def _checkpoint(tmp_path) -> Path:
     return ckpt.latest_checkpoint(trainer.run_dir)
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_refused(tmp_path):
     path = _checkpoint(tmp_path)
     g = path / "G.safetensors"
@@ -269,6 +274,7 @@ def test_truncated_checkpoint_is_refused(tmp_path):
         load_generator(gen)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_architecture_is_refused(tmp_path):
     path = _checkpoint(tmp_path)
     with pytest.raises(SmallganError, match="other model settings"):
@@ -287,6 +293,7 @@ def test_checkpoint_from_another_architecture_is_refused(tmp_path):
     del G
 
 
+@pytest.mark.slow
 def test_checkpoint_from_a_newer_format_is_refused(tmp_path):
     path = _checkpoint(tmp_path)
     state = torch.load(path / "state.pt", weights_only=True)
@@ -301,6 +308,7 @@ class _Exploit:
         return (os.system, (f"touch {os.environ['SMALLGAN_EXPLOIT_MARK']}",))
 
 
+@pytest.mark.slow
 def test_pickle_with_code_is_refused_and_never_runs(tmp_path, monkeypatch):
     path = _checkpoint(tmp_path)
     mark = tmp_path / "exploited"

@@ -35,6 +35,7 @@ def states(trainer) -> dict[str, torch.Tensor]:
     return out
 
 
+@pytest.mark.slow
 def test_training_steps_change_weights_and_log_finite_losses(tmp_path):
     trainer = Trainer(tiny(tmp_path, "train.max_steps=4"))
     before = states(trainer)
@@ -65,6 +66,7 @@ def test_accumulated_d_gradient_equals_full_batch_two_processes(tmp_path):
     assert max(diffs) < 1e-5, diffs
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_trajectory(tmp_path):
     straight = train(tiny(tmp_path, "train.max_steps=6", name="straight"))
     first = train(tiny(tmp_path, "train.max_steps=3", name="resumed"))
@@ -80,6 +82,7 @@ def test_resume_continues_the_same_trajectory(tmp_path):
         Trainer(tiny(tmp_path, "train.max_steps=6", name="resumed"))
 
 
+@pytest.mark.slow
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
     trainer = Trainer(tiny(tmp_path, "train.max_steps=50", "train.max_bad_steps=3"))
     trainer.train_iteration()
@@ -133,6 +136,7 @@ def test_checkpoint_holds_everything_needed(tmp_path):
         assert torch.equal(G(z, y), trainer.sampling_generator()(z, y))   # the EMA, prepared for sampling
 
 
+@pytest.mark.slow
 def test_evaluation_during_training_keeps_the_best_generator(tmp_path):
     trainer = train(tiny(tmp_path, "train.max_steps=6", "train.eval_every=2", "eval.extractor=tiny", "eval.n=16",
                          "eval.batch_size=64", "eval.metrics=kid,fid", "eval.best=fid"))
@@ -171,6 +175,7 @@ def _torchrun(script: Path, *args: str) -> None:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_gives_the_same_updates(tmp_path):
     plain = train(tiny(tmp_path, "train.max_steps=3", name="plain"))
     recomputed = train(tiny(tmp_path, "train.max_steps=3", "train.activation_checkpointing=true", name="ckpt"))
