@@ -99,6 +99,7 @@ def _time_trainer(cfg, *, iters: int, warmup: int, count_flops: bool, n_images: 
     """Build the Trainer on synthetic images, time `iters` iterations after `warmup`, optionally count FLOPs."""
     import torch
 
+    from smallgan.registry import count_params
     from smallgan.training.loop import Trainer
 
     cuda = torch.cuda.is_available()
@@ -138,8 +139,7 @@ def _time_trainer(cfg, *, iters: int, warmup: int, count_flops: bool, n_images: 
                 out["flops_per_iter"] = count_flops_of(trainer.train_iteration)
             except Exception as e:  # noqa: BLE001 - the timing above still counts
                 out["flops_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-        out["G_params"] = sum(p.numel() for p in trainer.G.parameters())
-        out["D_params"] = sum(p.numel() for p in trainer.D.parameters())
+        out["G_params"], out["D_params"] = count_params(trainer.G), count_params(trainer.D)
         out["device"] = str(trainer.accelerator.device)
         out["accumulation"] = trainer.accumulation
         out["precision"] = trainer.precision   # train.precision=auto (the recipes' default), resolved for the GPU

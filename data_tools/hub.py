@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from smallgan.errors import SmallganError
+from smallgan.offline import offline, offline_vars_set
 
 
 def is_saved_dataset(path: Path) -> bool:
@@ -22,11 +23,6 @@ def is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (
         (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
     )
-
-
-def _offline() -> bool:
-    flags = (os.environ.get(v, "").lower() for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-    return any(f in ("1", "true", "yes", "on") for f in flags)
 
 
 def _first_line(e: BaseException) -> str:
@@ -74,8 +70,8 @@ def _load(spec: str, split: str) -> _Loaded:
         ds = datasets.load_dataset(name, split=split)
     except Exception as e:  # noqa: BLE001
         hint = (
-            "offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE): go online once or pass a local folder"
-            if _offline()
+            f"offline mode is on ({'/'.join(offline_vars_set())}): go online once or pass a local folder"
+            if offline()
             else "check the name and your network, or pass a local folder"
         )
         raise SmallganError(f"could not load Hugging Face dataset {name!r}: {hint} ({_first_line(e)})") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -21,10 +22,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from data_tools import images
+from data_tools import hub, images
 from data_tools.dedupe import DEDUPE_MODES, Deduper
 from data_tools.report import Report, print_summary
-from data_tools.sources import Source, open_source
+from data_tools.sources import Source, open_builtin, open_folder
 from data_tools.worker import Item, Result, Settings, process_batch
 from smallgan.errors import SmallganError
 
@@ -89,6 +90,31 @@ def read_meta(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+# A hub id: "name" or "owner/name" (letters, digits, "-", "_", ".").
+HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[\w.-]+)?$")
+
+
+def open_source(source: str, labels: str, split: str, exclude: tuple[Path, ...] = ()) -> Source:
+    """Dispatch on what ``source`` is (see ``smallgan prepare --help``)."""
+    if source.startswith("builtin:"):
+        return open_builtin(source.split(":", 1)[1])
+    if source.startswith(("hf:", "imagefolder:")):
+        return hub.open_hf(source, labels, split)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if hub.is_saved_dataset(path):
+            return hub.open_hf(str(path), labels, split)
+        return open_folder(path, labels, exclude=exclude)
+    if path.exists():
+        raise SmallganError(f"{source} is a file; pass the folder that contains the images")
+    if HUB_ID.match(source):  # "faces" or "owner/name" that is not a local folder: try the hub
+        try:
+            return hub.open_hf(f"hf:{source}", labels, split)
+        except SmallganError as e:
+            raise SmallganError(f"no folder {source} here, and {e}") from None
+    raise SmallganError(f"folder {source} does not exist (for a Hugging Face dataset write hf:owner/name)")
 
 
 def prepare(

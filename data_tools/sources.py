@@ -1,11 +1,11 @@
-"""Where the rows come from: an image folder, a built-in procedural set, or a Hugging Face dataset.
+"""Where the rows come from: an image folder or a built-in procedural set (:mod:`data_tools.hub` gives
+Hugging Face datasets the same shape; :func:`data_tools.prepare.open_source` picks one for a SOURCE argument).
 
 A :class:`Source` knows its class names and yields work items in a stable order.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +15,6 @@ from data_tools.report import NO_CLASS
 from data_tools.walk import WalkResult, folder_fingerprint, walk_images
 from data_tools.worker import BuiltinItem, FileItem, Item
 from smallgan.errors import SmallganError
-
-# A hub id: "name" or "owner/name" (letters, digits, "-", "_", ".").
-HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[\w.-]+)?$")
-
 
 @dataclass
 class Source:
@@ -88,26 +84,3 @@ def open_builtin(name: str) -> Source:
         items=items,
         default_out=f"{name}-prepared",
     )
-
-
-def open_source(source: str, labels: str, split: str, exclude: tuple[Path, ...] = ()) -> Source:
-    """Dispatch on what ``source`` is (see ``smallgan prepare --help``)."""
-    from data_tools import hub
-
-    if source.startswith("builtin:"):
-        return open_builtin(source.split(":", 1)[1])
-    if source.startswith(("hf:", "imagefolder:")):
-        return hub.open_hf(source, labels, split)
-    path = Path(source).expanduser()
-    if path.is_dir():
-        if hub.is_saved_dataset(path):
-            return hub.open_hf(str(path), labels, split)
-        return open_folder(path, labels, exclude=exclude)
-    if path.exists():
-        raise SmallganError(f"{source} is a file; pass the folder that contains the images")
-    if HUB_ID.match(source):  # "faces" or "owner/name" that is not a local folder: try the hub
-        try:
-            return hub.open_hf(f"hf:{source}", labels, split)
-        except SmallganError as e:
-            raise SmallganError(f"no folder {source} here, and {e}") from None
-    raise SmallganError(f"folder {source} does not exist (for a Hugging Face dataset write hf:owner/name)")

@@ -55,6 +55,7 @@ def _peak_rss_mb() -> float:
 
 def run_benchmark(cfg: Config, *, iters: int = 10, warmup: int = 3, device: str = "auto") -> dict[str, Any]:
     """Time `iters` training iterations after `warmup` ones; returns figures for one row of the table."""
+    from smallgan.registry import count_params
     from smallgan.training.loop import Trainer
 
     if device == "cpu":
@@ -80,8 +81,7 @@ def run_benchmark(cfg: Config, *, iters: int = 10, warmup: int = 3, device: str 
         sync()
         seconds = (time.perf_counter() - t0) / iters
         finite = all(torch.isfinite(v).item() for v in losses.values())
-        g_params = sum(p.numel() for p in trainer.G.parameters())
-        d_params = sum(p.numel() for p in trainer.D.parameters())
+        g_params, d_params = count_params(trainer.G), count_params(trainer.D)
         dev = str(trainer.accelerator.device)
         precision = trainer.precision   # train.precision=auto, resolved for the device
     t = cfg.train

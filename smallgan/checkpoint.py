@@ -1,4 +1,4 @@
-"""Run folders, atomic checkpoints and the sampling export (``generator.safetensors``).
+"""Run folders and atomic training checkpoints (the sampling export is :mod:`smallgan.sampling.export`).
 
 A run folder::
 
@@ -20,7 +20,6 @@ so opening a checkpoint never executes code.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -28,66 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from smallgan.config import Config, ConfigError, config_from_dict
+from smallgan.config import Config, read_config
 from smallgan.errors import SmallganError
+from smallgan.io import atomic_write, atomic_write_text, fsync_dir, load_weights, save_weights, write_json
 
 FORMAT_VERSION = 1
+CLASS_NAMES_FILE = "class_names.json"   # beside config.json in a checkpoint folder
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-
-
-# ---------------------------------------------------------------------------------------------
-# Atomic file helpers
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)``, fsync it, then rename it to `path` (readers see old or new, never half)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda p: Path(p).write_text(text))
-
-
-def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    # safetensors refuses tensors that share storage; state dicts of our models hold none, but clone
-    # defensively only what is not contiguous.
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise SmallganError(f"checkpoint file {path} is damaged or unreadable ({str(e).splitlines()[0]}); "
-                            "use an earlier checkpoint") from None
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -183,11 +131,11 @@ def save_checkpoint(
         state = {**state, "format_version": FORMAT_VERSION, "step": step}
         atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
         atomic_write_text(tmp / "config.json", cfg.to_json())
-        atomic_write_text(tmp / "class_names.json", json.dumps(class_names or []))
+        write_json(tmp / CLASS_NAMES_FILE, class_names or [], indent=None)
         if final.exists():  # re-saving the same step (e.g. right after a resume): replace the old one
             _remove_checkpoint(final)
         tmp.rename(final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except OSError as e:
         previous = latest_checkpoint(run_dir)
         raise SmallganError(
@@ -224,76 +172,4 @@ def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
         raise SmallganError(f"checkpoint {path} has format version {version}, newer than this smallgan "
                             f"({FORMAT_VERSION}); upgrade smallgan to resume it")
     weights = {p.stem: load_weights(p) for p in sorted(path.glob("*.safetensors"))}
-    cfg = _read_config(path / "config.json")
-    return weights, state, cfg
-
-
-def _read_config(path: Path) -> Config:
-    try:
-        return config_from_dict(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError) as e:
-        raise SmallganError(f"cannot read {path} ({e}); the checkpoint is incomplete") from None
-    except ConfigError as e:
-        raise SmallganError(f"{path} holds a config this smallgan does not understand: {e}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# The sampling export: one file with the EMA generator and everything needed to rebuild it.
-
-GENERATOR_FILE = "generator.safetensors"
-
-
-def export_generator(path: Path, generator: nn.Module, cfg: Config, class_names: list[str], step: int) -> None:
-    metadata = {
-        "format": "smallgan-generator",
-        "format_version": str(FORMAT_VERSION),
-        "config": cfg.to_json(),
-        "class_names": json.dumps(class_names),
-        "step": str(step),
-    }
-    save_weights(Path(path), generator.state_dict(), metadata)
-
-
-def find_generator_file(path_or_run: str | Path) -> Path:
-    """A generator.safetensors file, a run folder (its generator.safetensors) or a checkpoint folder."""
-    p = Path(path_or_run)
-    if p.is_dir():
-        for candidate in (p / GENERATOR_FILE, p / "G_ema.safetensors"):
-            if candidate.is_file():
-                return candidate
-        raise SmallganError(f"{p} holds no {GENERATOR_FILE}; pass a run folder, a checkpoint folder or the file")
-    if not p.is_file():
-        raise SmallganError(f"{p} does not exist; pass a run folder (runs/NAME) or a generator.safetensors file")
-    return p
-
-
-def load_generator(path_or_run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config, list[str]]:
-    """Rebuild the EMA generator of a run: (generator in eval mode, its Config, class names)."""
-    from smallgan.registry import build_generator
-
-    path = find_generator_file(path_or_run)
-    if path.name == "G_ema.safetensors":  # inside a checkpoint folder: config and class names sit beside it
-        cfg = _read_config(path.parent / "config.json")
-        names_file = path.parent / "class_names.json"
-        class_names: list[str] = json.loads(names_file.read_text()) if names_file.is_file() else []
-    else:
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-        except (SafetensorError, OSError) as e:
-            raise SmallganError(f"{path} is damaged or not a safetensors file ({str(e).splitlines()[0]})") from None
-        if meta.get("format") != "smallgan-generator":
-            raise SmallganError(f"{path} is not a smallgan generator export (no smallgan metadata)")
-        if int(meta.get("format_version", "0")) > FORMAT_VERSION:
-            raise SmallganError(f"{path} was written by a newer smallgan (format {meta['format_version']}); upgrade")
-        try:
-            cfg = config_from_dict(json.loads(meta["config"]))
-            class_names = json.loads(meta.get("class_names", "[]"))
-        except (KeyError, json.JSONDecodeError, ConfigError) as e:
-            raise SmallganError(f"{path} has unreadable metadata ({e})") from None
-    state = load_weights(path)
-    generator = build_generator(cfg.model, n_classes=len(class_names) or None)
-    load_into(generator, state, path)
-    return generator.to(device).eval(), cfg, class_names
+    return weights, state, read_config(path / "config.json")

@@ -1,6 +1,6 @@
-"""Typed configuration: every default lives here, once.
+"""Typed configuration: every default lives here, once (the model section in :mod:`smallgan.models.config`).
 
-A run is described by a :class:`Config` (model, data, train, sample sections). A recipe is a TOML file
+A run is described by a :class:`Config` (model, data, train, sample, eval sections). A recipe is a TOML file
 that overrides some of these fields (``recipes/*.toml``); the command line overrides further with
 ``--set section.field=value``. Recipes are data: they are parsed, never executed. Unknown keys and
 values of the wrong type are refused with a one-line :class:`ConfigError` naming the key.
@@ -24,35 +24,15 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-from smallgan.errors import SmallganError
+from smallgan.errors import ConfigError, SmallganError
+from smallgan.io import read_json
+from smallgan.models.config import ModelConfig
 
-
-class ConfigError(SmallganError, ValueError):
-    """A bad recipe, key or value. The message is one line that names the key and the fix."""
-
-
-@dataclass
-class ModelConfig:
-    arch: str = "biggan"              # registry name: biggan | biggan-deep | fastgan (see smallgan.registry)
-    resolution: int = 64              # output size in pixels (square)
-    ch: int = 64                      # G width multiplier (the paper's ch; 96 for ImageNet, 64 in ablations)
-    d_ch: int = 0                     # D width multiplier; 0 = same as ch
-    z_dim: int = 120                  # latent size; with hier=True it must split evenly over the G blocks + 1
-    shared_dim: int = 128             # shared class-embedding size (paper: 128)
-    # Shared embedding init: normal (N(0, 1): the class weighs as much as z in every CBN from step 0) | ortho (the
-    # authors' code: norm <= 1). normal doubled class accuracy on builtin:digits in 3 CPU minutes (0.18 -> 0.42,
-    # benchmarks/quality.py) and was neutral on builtin:shapes; see layers/conditional_bn.py.
-    shared_init: str = "normal"
-    hier: bool = True                 # hierarchical latents (skip-z); BigGAN-deep ignores it (z is never split)
-    n_classes: int = 0                # 0 = take it from the dataset; 1 = unconditional
-    # Feature-map resolutions with self-attention (the paper: 64 in G and D at 128 px; here 32 for the 64 px default).
-    g_attention: list[int] = field(default_factory=lambda: [32])
-    d_attention: list[int] = field(default_factory=lambda: [32])
-    bn_eps: float = 1e-5              # BatchNorm eps (authors' launch scripts)
-    sn_eps: float = 1e-6              # spectral-norm eps (authors' code)
-    deep_blocks: int = 2              # BigGAN-deep: ResBlocks per resolution (paper: 2)
-    sle: bool = True                  # FastGAN: skip-layer excitation in G and D (false = the paper's "w/o SLE")
-    decoder: bool = True              # FastGAN: D's decoders + LPIPS reconstruction of reals (false = "w/o decoder")
+__all__ = [
+    "SECTIONS", "BatchPlan", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "SampleConfig",
+    "TrainConfig", "apply_override", "config_from_dict", "load_config", "plan_batches", "read_config", "recipe_names",
+    "validate",
+]
 
 
 @dataclass
@@ -196,6 +176,17 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
+def read_config(path: str | Path) -> Config:
+    """The Config saved in a ``config.json`` (a run folder or a checkpoint); one-line errors when it cannot be."""
+    data = read_json(path)
+    try:
+        if not isinstance(data, dict):
+            raise ConfigError(f"expected a JSON object, got {type(data).__name__}")
+        return config_from_dict(data)
+    except ConfigError as e:
+        raise SmallganError(f"{path} holds a config this smallgan does not understand: {e}") from None
+
+
 def apply_override(cfg: Config, item: str) -> None:
     """Apply one ``section.key=value`` override; the value is read as a TOML literal, else as a string."""
     key, sep, raw = item.partition("=")
@@ -288,10 +279,13 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")   # "auto" is resolved per device (smallgan.device)
 FLIPS = ("true", "false", "dataset")
-LOSSES = ("hinge", "fastgan-hinge")
 
 
 def validate(cfg: Config) -> None:
+    # Imported here, not at the top: they load torch, and `import smallgan.config` is part of the CLI's start-up.
+    from smallgan.losses import D_LOSSES
+    from smallgan.registry import check_model_config
+
     m, t = cfg.model, cfg.train
     if m.ch <= 0 or m.d_ch < 0:
         raise ConfigError("model.ch must be > 0 and model.d_ch >= 0 (0 = same as ch)")
@@ -301,8 +295,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if cfg.data.flip not in FLIPS:
         raise ConfigError(f"data.flip must be one of {', '.join(FLIPS)}, got {cfg.data.flip!r}")
-    if t.loss not in LOSSES:
-        raise ConfigError(f"train.loss must be one of {', '.join(LOSSES)}, got {t.loss!r}")
+    if t.loss not in D_LOSSES:
+        raise ConfigError(f"train.loss must be one of {', '.join(D_LOSSES)}, got {t.loss!r}")
     if t.micro_batch <= 0 or t.batch <= 0:
         raise ConfigError("train.batch and train.micro_batch must be > 0")
     if t.d_steps < 1:
@@ -315,26 +309,27 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.keep_ckpts must be >= 1")
     if t.recon_weight < 0 or t.r1_gamma < 0 or t.ortho_beta < 0:
         raise ConfigError("train.recon_weight, train.r1_gamma and train.ortho_beta must be >= 0 (0 = off)")
+    if not cfg.sample.trunc >= 0:   # the progress grids sample with it: refused now, not at the first grid
+        raise ConfigError(f"sample.trunc must be >= 0 (0 = no truncation), got {cfg.sample.trunc}")
     if t.eval_every:
-        from smallgan.metrics.best import BestTracker
-        from smallgan.metrics.evaluate import parse_metrics
-        from smallgan.metrics.features import EXTRACTORS
-
-        e = cfg.eval
-        try:
-            parse_metrics(e.metrics)
-            BestTracker.direction(e.best)
-        except SmallganError as err:
-            raise ConfigError(f"eval.metrics / eval.best: {err}") from None
-        if ("pr" if e.best in ("precision", "recall") else e.best) not in e.metrics:
-            raise ConfigError(f"eval.best={e.best!r} must be one of eval.metrics={e.metrics}")
-        if e.extractor not in EXTRACTORS:
-            raise ConfigError(f"eval.extractor must be one of {', '.join(EXTRACTORS)}, got {e.extractor!r}")
-        if e.n < 2:
-            raise ConfigError("eval.n must be >= 2")
-    from smallgan.registry import check_model_config  # late import: the registry imports the models
-
+        _validate_eval(cfg.eval)
     check_model_config(m)
+
+
+def _validate_eval(e: EvalConfig) -> None:
+    from smallgan.metrics.names import EXTRACTORS, direction, metric_of, parse_metrics
+
+    try:
+        parse_metrics(e.metrics)
+        direction(e.best)
+    except SmallganError as err:
+        raise ConfigError(f"eval.metrics / eval.best: {err}") from None
+    if metric_of(e.best) not in e.metrics:
+        raise ConfigError(f"eval.best={e.best!r} must be one of eval.metrics={e.metrics}")
+    if e.extractor not in EXTRACTORS:
+        raise ConfigError(f"eval.extractor must be one of {', '.join(EXTRACTORS)}, got {e.extractor!r}")
+    if e.n < 2:
+        raise ConfigError("eval.n must be >= 2")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 - :func:`resolve_dataset`: ``builtin:NAME``, a prepared folder or a raw image folder -> a prepared folder
 - :func:`load_prepared`: a prepared folder -> :class:`PreparedImages` (all images decoded once, uint8)
 - :func:`to_float`: uint8 images -> float in [-1, 1]
+
+and :func:`random_flip`, the horizontal flip both :class:`PreparedImages` and the training loop's real stream use.
 """
 
 from __future__ import annotations
@@ -28,6 +30,16 @@ DEFAULT_CACHE = "~/.cache/smallgan"  # overridden by the SMALLGAN_CACHE environm
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float32 [-1, 1] (x / 127.5 - 1), the range G's tanh output lives in."""
     return images_uint8.float().div_(127.5).sub_(1.0)
+
+
+def random_flip(images: torch.Tensor) -> torch.Tensor:
+    """Each image of a (N, C, H, W) batch mirrored left-right with probability 1/2.
+
+    The coin flips come from torch's global RNG on the images' device: the training loop seeds it per step, so
+    a resumed run flips the same images.
+    """
+    mask = torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5
+    return torch.where(mask, images.flip(-1), images)
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -116,8 +128,8 @@ class PreparedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = to_float(self.images[i])
-        if self.flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
+        if self.flip:
+            x = random_flip(x.unsqueeze(0))[0]
         return x, self.labels[i]
 
 

@@ -1,7 +1,7 @@
 """Architecture registry: a recipe names an architecture (``model.arch``) and this builds it.
 
-Each architecture module in ``smallgan.models`` registers itself with :func:`register`; nothing else
-needs to know which architectures exist.
+The built-in architectures (:mod:`smallgan.models`) are listed here, once; another one joins with
+:func:`register`. Nothing else needs to know which architectures exist.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Callable
 
 from torch import nn
 
-from smallgan.config import ConfigError, ModelConfig
+from smallgan.errors import ConfigError
+from smallgan.models import biggan, biggan_deep, fastgan
+from smallgan.models.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,37 @@ def register(arch: Architecture) -> Architecture:
     return arch
 
 
-def _load_builtin() -> None:
-    import smallgan.models  # noqa: F401  (registers the built-in architectures)
+register(Architecture(
+    name="biggan",
+    generator=biggan.Generator,
+    discriminator=biggan.Discriminator,
+    resolutions=tuple(biggan.G_WIDTHS),
+    check=biggan.check,
+    description="BigGAN (Brock et al. 2019): ResBlocks, skip-z, shared embedding, projection D",
+))
+register(Architecture(
+    name="biggan-deep",
+    generator=biggan_deep.Generator,
+    discriminator=biggan_deep.Discriminator,
+    resolutions=biggan_deep.RESOLUTIONS,
+    check=biggan_deep.check,
+    description="BigGAN-deep: bottleneck ResBlocks, 2 per resolution, full z in every CBN (64-512 px)",
+))
+register(Architecture(
+    name="fastgan",
+    generator=fastgan.Generator,
+    discriminator=fastgan.Discriminator,
+    resolutions=fastgan.RESOLUTIONS,
+    check=fastgan.check,
+    description="FastGAN (Liu et al. 2021): GLU up-blocks, skip-layer excitation, self-supervised D (64-1024 px)",
+))
 
 
 def list_architectures() -> list[str]:
-    _load_builtin()
     return sorted(_ARCHITECTURES)
 
 
 def get_architecture(name: str) -> Architecture:
-    _load_builtin()
     if name not in _ARCHITECTURES:
         raise ConfigError(f"unknown model.arch {name!r}; available: {', '.join(sorted(_ARCHITECTURES))}")
     return _ARCHITECTURES[name]
@@ -74,3 +96,8 @@ def build_discriminator(cfg: ModelConfig, n_classes: int | None = None) -> nn.Mo
     cfg = resolved(cfg, n_classes)
     check_model_config(cfg)
     return get_architecture(cfg.arch).discriminator(cfg)
+
+
+def count_params(module: nn.Module) -> int:
+    """Parameters of a module (or a network on the meta device: counting allocates nothing)."""
+    return sum(p.numel() for p in module.parameters())

@@ -2,8 +2,9 @@
 
 The normal way for real users: an explicit local file, else torch.hub's cache ($TORCH_HOME/hub/checkpoints),
 else one download into that cache, with a timeout on the connect and every read so a blocked network fails
-fast, and a SHA-256 check. Offline (SMALLGAN_OFFLINE or HF_HUB_OFFLINE set) nothing is attempted: a one-line
-error names the file, where it comes from, and where to put it.
+fast, and a SHA-256 check. Offline (:func:`smallgan.offline.offline`: SMALLGAN_OFFLINE, HF_HUB_OFFLINE or
+HF_DATASETS_OFFLINE set) nothing is attempted: a one-line error names the file, where it comes from, and where
+to put it.
 """
 
 from __future__ import annotations
@@ -19,13 +20,9 @@ from pathlib import Path
 import torch
 
 from smallgan.errors import SmallganError
+from smallgan.offline import offline, offline_vars_set
 
 CONNECT_TIMEOUT_S = 15.0
-OFFLINE_VARS = ("SMALLGAN_OFFLINE", "HF_HUB_OFFLINE")
-
-
-def offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARS)
 
 
 def weights_cache_dir() -> Path:
@@ -63,7 +60,7 @@ class WeightsFile:
         if allow_download is None:
             allow_download = not offline()
         if not allow_download:
-            raise self.missing(f"offline: {' / '.join(OFFLINE_VARS)} is set" if offline() else "downloads disabled")
+            raise self.missing(f"offline: {' / '.join(offline_vars_set())} set" if offline() else "downloads disabled")
         self._download(cached)
         return cached
 

@@ -19,6 +19,7 @@ def test_help_lists_the_commands():
         assert command in r.stdout
 
 
+@pytest.mark.slow
 def test_info_reports_the_papers_parameter_counts():
     r = smallgan("info", "--recipe", "imagenet128", "--json")
     assert r.returncode == 0, r.stderr

@@ -10,13 +10,16 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from smallgan import checkpoint as ckpt
 from smallgan.cli import app
 from smallgan.config import load_config
 from smallgan.errors import SmallganError
 from smallgan.registry import build_discriminator
+from smallgan.sampling.export import load_generator
 from smallgan.training.loop import train
 from smallgan.training.stats import read_metrics
+
+# Every test here uses two runs trained by the real loop (the module fixture): end to end, so slow.
+pytestmark = pytest.mark.slow
 
 STEPS = 2
 EVAL = ["train.eval_every=2", "eval.extractor=tiny", "eval.n=8", "eval.batch_size=64", "eval.metrics=kid,fid",
@@ -48,7 +51,8 @@ def test_fastgan_trains_in_the_shared_loop_and_logs_its_reconstruction_loss(runs
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
     assert all(np.isfinite([r["d_loss"], r["g_loss"], r["d_recon"]]).all() and r["d_recon"] > 0 for r in records)
     assert all("d_recon" not in r for r in read_metrics(runs[0] / "metrics.jsonl"))   # BigGAN has no decoders
-    G, cfg, _ = ckpt.load_generator(runs[1])
+    loaded = load_generator(runs[1], device="cpu")
+    G, cfg = loaded.module, loaded.config
     assert cfg.model.arch == "fastgan" and G(torch.randn(1, G.z_dim)).shape == (1, 3, 64, 64)
 
 
@@ -64,7 +68,8 @@ def test_compare_writes_the_table_and_the_side_by_side_image(runs, tmp_path):
         records = read_metrics(run / "metrics.jsonl")
         train_records = [r for r in records if "event" not in r]
         evals = [r for r in records if r.get("event") == "eval"]
-        G, cfg, classes = ckpt.load_generator(run)
+        loaded = load_generator(run, device="cpu")
+        G, cfg, classes = loaded.module, loaded.config, loaded.class_names
         with torch.device("meta"):
             D = build_discriminator(cfg.model, n_classes=len(classes) or 1)   # BigGAN: the 3 shape classes
         assert row["g_params"] == sum(p.numel() for p in G.parameters())

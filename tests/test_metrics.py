@@ -40,6 +40,7 @@ from smallgan.metrics import (
 from smallgan.metrics import evaluate as evaluate_mod
 from smallgan.metrics import features as features_mod
 from smallgan import weights as weights_mod
+from smallgan.offline import OFFLINE_VARS
 from smallgan.metrics.kid import mmd2_unbiased
 from torchrun_retry import run_torchrun
 
@@ -337,7 +338,7 @@ def test_hf_hub_offline_also_prevents_downloads(tmp_path, monkeypatch):
 
 def test_a_blocked_network_fails_with_the_same_message_and_a_timeout(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    for var in weights_mod.OFFLINE_VARS:
+    for var in OFFLINE_VARS:
         monkeypatch.delenv(var, raising=False)
     seen = {}
 
@@ -445,7 +446,7 @@ def test_cli_eval_of_a_run_appends_to_its_metrics_jsonl(tmp_path):
     from data_tools import prepare
 
     import smallgan.cli.eval  # noqa: F401
-    from smallgan.checkpoint import export_generator
+    from smallgan.sampling.export import export_generator
     from smallgan.cli.app import app
     from smallgan.config import load_config
     from smallgan.registry import build_generator

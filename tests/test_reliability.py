@@ -15,11 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from smallgan import checkpoint as ckpt
 from smallgan.config import ConfigError, load_config
 from smallgan.errors import SmallganError
+from smallgan.io import load_weights, save_weights
+from smallgan.sampling.export import load_generator
 from smallgan.training.loop import Trainer, train
 
 TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=4", "train.micro_batch=4",
@@ -117,6 +120,7 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, sig):
     assert int(latest.name.split("-")[1]) == last_logged     # nothing trained after the last checkpoint is lost
 
 
+@pytest.mark.slow
 def test_dying_while_old_checkpoints_are_deleted_leaves_only_complete_ones(tmp_path, monkeypatch):
     trainer = train(tiny(tmp_path, "train.max_steps=2", "train.keep_ckpts=1"))
     real_rmtree = shutil.rmtree
@@ -158,12 +162,13 @@ def test_unwritable_run_folder_is_refused_before_training(tmp_path):
         Trainer(tiny(blocker))
 
 
+@pytest.mark.slow
 def test_failed_checkpoint_write_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
     trainer = train(tiny(tmp_path, "train.max_steps=1"))
     good = ckpt.latest_checkpoint(trainer.run_dir)
     trainer.train_iteration()
     calls = {"n": 0}
-    real_save = ckpt.save_file
+    real_save = safetensors.torch.save_file
 
     def failing_save(tensors, path, metadata=None):
         calls["n"] += 1
@@ -172,7 +177,7 @@ def test_failed_checkpoint_write_leaves_no_partial_checkpoint(tmp_path, monkeypa
             raise OSError(28, "No space left on device")
         real_save(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(ckpt, "save_file", failing_save)
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
     with pytest.raises(SmallganError, match="No space left on device") as e:
         trainer.save_checkpoint()
     assert str(good) in str(e.value)
@@ -229,12 +234,14 @@ def test_folder_without_images(tmp_path):
         Trainer(tiny(tmp_path, f"data.path={empty}"))
 
 
+@pytest.mark.slow
 def test_one_image_trains(tmp_path):
     folder = _image_folder(tmp_path / "one", 1)
     trainer = train(tiny(tmp_path, f"data.path={folder}", "train.max_steps=2"))
     assert trainer.counters.step == 2 and len(trainer.stream) == 1
 
 
+@pytest.mark.slow
 def test_dataset_at_another_resolution_is_resized_on_load(tmp_path):
     from data_tools.prepare import PrepareOptions, prepare
 
@@ -254,6 +261,7 @@ def _checkpoint(tmp_path) -> Path:
     return ckpt.latest_checkpoint(trainer.run_dir)
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_refused(tmp_path):
     path = _checkpoint(tmp_path)
     g = path / "G.safetensors"
@@ -263,9 +271,10 @@ def test_truncated_checkpoint_is_refused(tmp_path):
     gen = path.parent.parent / "generator.safetensors"
     gen.write_bytes(gen.read_bytes()[:100])
     with pytest.raises(SmallganError, match="damaged"):
-        ckpt.load_generator(gen)
+        load_generator(gen)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_architecture_is_refused(tmp_path):
     path = _checkpoint(tmp_path)
     with pytest.raises(SmallganError, match="other model settings"):
@@ -276,14 +285,15 @@ def test_checkpoint_from_another_architecture_is_refused(tmp_path):
 
     G = build_generator(cfg.model, n_classes=1)
     wrong = tmp_path / "wrong.safetensors"
-    state = ckpt.load_weights(path / "G_ema.safetensors")
-    ckpt.save_weights(wrong, state, {"format": "smallgan-generator", "format_version": "1",
-                                     "config": cfg.to_json(), "class_names": "[]", "step": "1"})
+    state = load_weights(path / "G_ema.safetensors")
+    save_weights(wrong, state, {"format": "smallgan-generator", "format_version": "1",
+                                "config": cfg.to_json(), "class_names": "[]", "step": "1"})
     with pytest.raises(SmallganError, match="does not match"):
-        ckpt.load_generator(wrong)
+        load_generator(wrong)
     del G
 
 
+@pytest.mark.slow
 def test_checkpoint_from_a_newer_format_is_refused(tmp_path):
     path = _checkpoint(tmp_path)
     state = torch.load(path / "state.pt", weights_only=True)
@@ -298,6 +308,7 @@ class _Exploit:
         return (os.system, (f"touch {os.environ['SMALLGAN_EXPLOIT_MARK']}",))
 
 
+@pytest.mark.slow
 def test_pickle_with_code_is_refused_and_never_runs(tmp_path, monkeypatch):
     path = _checkpoint(tmp_path)
     mark = tmp_path / "exploited"

@@ -15,15 +15,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from smallgan.checkpoint import export_generator
 from smallgan.cli import app
 from smallgan.config import load_config
 from smallgan.errors import SmallganError
 from smallgan.layers.spectral_norm import SpectralNorm
 from smallgan.registry import build_generator
 from smallgan.sampling import (
-    class_interpolation, interpolation_frames, latent_interpolation, latest_run, load_generator, make_grid, save_gif,
-    spread,
+    class_interpolation, export_generator, interpolation_frames, latent_interpolation, latest_run, load_generator,
+    make_grid, save_gif, spread,
 )
 
 CLASSES = ["circle", "square", "triangle"]

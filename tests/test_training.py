@@ -15,6 +15,7 @@ from accumulation_check import accumulated_vs_full_gradient
 from torchrun_retry import run_torchrun
 from smallgan import checkpoint as ckpt
 from smallgan.config import ConfigError, load_config
+from smallgan.sampling.export import load_generator
 from smallgan.training.loop import Trainer, TrainingDiverged, train
 from smallgan.training.stats import read_metrics
 
@@ -34,6 +35,7 @@ def states(trainer) -> dict[str, torch.Tensor]:
     return out
 
 
+@pytest.mark.slow
 def test_training_steps_change_weights_and_log_finite_losses(tmp_path):
     trainer = Trainer(tiny(tmp_path, "train.max_steps=4"))
     before = states(trainer)
@@ -64,6 +66,7 @@ def test_accumulated_d_gradient_equals_full_batch_two_processes(tmp_path):
     assert max(diffs) < 1e-5, diffs
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_trajectory(tmp_path):
     straight = train(tiny(tmp_path, "train.max_steps=6", name="straight"))
     first = train(tiny(tmp_path, "train.max_steps=3", name="resumed"))
@@ -79,6 +82,7 @@ def test_resume_continues_the_same_trajectory(tmp_path):
         Trainer(tiny(tmp_path, "train.max_steps=6", name="resumed"))
 
 
+@pytest.mark.slow
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
     trainer = Trainer(tiny(tmp_path, "train.max_steps=50", "train.max_bad_steps=3"))
     trainer.train_iteration()
@@ -125,13 +129,14 @@ def test_checkpoint_holds_everything_needed(tmp_path):
     assert {"g_opt", "d_opt", "g_scaler", "d_scaler", "counters"} <= set(state)
     assert state["step"] == 2 and cfg == trainer.cfg
     assert any(k.endswith(".u") for k in weights["D"])                    # spectral-norm state persisted
-    G, cfg2, classes = ckpt.load_generator(trainer.run_dir)
+    G = load_generator(trainer.run_dir, device="cpu").module
     z = torch.randn(2, G.z_dim)
     y = torch.zeros(2, dtype=torch.long)
     with torch.no_grad():
         assert torch.equal(G(z, y), trainer.sampling_generator()(z, y))   # the EMA, prepared for sampling
 
 
+@pytest.mark.slow
 def test_evaluation_during_training_keeps_the_best_generator(tmp_path):
     trainer = train(tiny(tmp_path, "train.max_steps=6", "train.eval_every=2", "eval.extractor=tiny", "eval.n=16",
                          "eval.batch_size=64", "eval.metrics=kid,fid", "eval.best=fid"))
@@ -141,7 +146,7 @@ def test_evaluation_during_training_keeps_the_best_generator(tmp_path):
     best = json.loads((trainer.run_dir / "best" / "best.json").read_text())
     winner = min(evals, key=lambda r: r["fid"])
     assert (best["step"], best["value"]) == (winner["step"], winner["fid"])
-    G, _, _ = ckpt.load_generator(trainer.run_dir / "best")
+    G = load_generator(trainer.run_dir / "best", device="cpu").module
     assert G.resolution == 32
     # The tracker is part of the checkpoint: a resumed run does not forget its best.
     _, state, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(trainer.run_dir))
@@ -170,6 +175,7 @@ def _torchrun(script: Path, *args: str) -> None:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_gives_the_same_updates(tmp_path):
     plain = train(tiny(tmp_path, "train.max_steps=3", name="plain"))
     recomputed = train(tiny(tmp_path, "train.max_steps=3", "train.activation_checkpointing=true", name="ckpt"))

@@ -1,6 +1,12 @@
-"""The typer application object; each command lives in its own module of this package."""
+"""The typer application object and how it runs; each command lives in its own module of this package."""
+
+from __future__ import annotations
+
+import sys
 
 import typer
+
+from smallgan.errors import SmallganError
 
 app = typer.Typer(
     name="smallgan",
@@ -15,3 +21,17 @@ RecipeOption = typer.Option("tiny-cpu", "--recipe", "-r", help="Built-in recipe 
 SetOption = typer.Option(
     None, "--set", "-s", help="Override a config field, e.g. --set model.ch=32 (repeatable)."
 )
+
+
+def run_app(typer_app: typer.Typer) -> None:
+    """Run a typer app; user mistakes (SmallganError) become one line on stderr and exit code 2."""
+    from rich.console import Console
+
+    try:
+        typer_app()
+    except SmallganError as e:
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted", highlight=False)
+        sys.exit(130)

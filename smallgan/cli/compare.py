@@ -2,8 +2,9 @@
 
 For each run folder: its model, G and D parameters, steps, images seen, wall time, mean throughput and the best
 FID / KID with the step that reached it (from the evaluations logged in metrics.jsonl, else best/best.json), as
-a table on the terminal and in ``<out>.md``; and one PNG with every run's sample grid side by side, generated from
-the same seeded latents (the same z wherever two runs share z_dim), so differences come from the models alone.
+a table on the terminal and in ``<out>.md``; and one PNG with every run's sample grid side by side, sampled like
+``smallgan sample --grid`` from the same seed (the same z wherever two runs share z_dim), so differences come
+from the models alone.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from smallgan.cli.app import app
 from smallgan.errors import SmallganError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from smallgan.sampling.generator import TrainedGenerator
 
 STANDARD_EXTRACTOR = "inception"   # prefix of the extractor name whose numbers are comparable to papers
 GAP_PX = 12                        # space between grids
@@ -46,19 +52,18 @@ def _model_label(cfg: Any) -> str:
 
 
 def _read_config(run: Path) -> Any:
-    from smallgan.config import ConfigError, config_from_dict
+    from smallgan.config import read_config
 
     path = run / "config.json"
     if not path.is_file():
         raise SmallganError(f"{run} is not a run folder (no config.json); pass folders like runs/NAME")
-    try:
-        return config_from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ConfigError) as e:
-        raise SmallganError(f"{path} is not a smallgan config ({str(e).splitlines()[0]})") from None
+    return read_config(path)
 
 
 def _best_metrics(records: list[dict[str, Any]], run: Path) -> tuple[str | None, dict[str, list[float]]]:
-    """(extractor, {metric: [best value, step]}) over the logged evaluations; lower is better for FID and KID."""
+    """(extractor, {metric: [best value, step]}) over the logged evaluations (lower is better for FID and KID)."""
+    from smallgan.metrics.names import direction
+
     evals = [r for r in records if r.get("event") == "eval" and "step" in r]
     if evals:
         names = sorted({str(r.get("extractor", "")) for r in evals})
@@ -68,7 +73,7 @@ def _best_metrics(records: list[dict[str, Any]], run: Path) -> tuple[str | None,
         for metric in ("fid", "kid"):
             scored = [r for r in evals if isinstance(r.get(metric), (int, float)) and math.isfinite(r[metric])]
             if scored:
-                top = min(scored, key=lambda r: r[metric])
+                top = max(scored, key=lambda r: direction(metric) * r[metric])
                 best[metric] = [float(top[metric]), int(top["step"])]
         return extractor, best
     best_file = run / "best" / "best.json"
@@ -81,20 +86,20 @@ def _best_metrics(records: list[dict[str, Any]], run: Path) -> tuple[str | None,
     return None, {}
 
 
-def summarise_run(run: Path, G: Any | None, n_classes: int) -> RunSummary:
+def summarise_run(run: Path, G: TrainedGenerator | None, n_classes: int) -> RunSummary:
     """What a run folder reports; ``G`` is its loaded generator (None when it has none yet)."""
     import torch
 
-    from smallgan.registry import build_discriminator
+    from smallgan.registry import build_discriminator, count_params
     from smallgan.training.stats import read_metrics
 
     cfg = _read_config(run)
     summary = RunSummary(name=run.name, path=str(run), model=_model_label(cfg))
     if G is not None:
-        summary.g_params = sum(p.numel() for p in G.parameters())
+        summary.g_params = count_params(G.module)
     with torch.device("meta"):  # parameter count only: nothing is allocated
         D = build_discriminator(cfg.model, n_classes=n_classes)
-    summary.d_params = sum(p.numel() for p in D.parameters())
+    summary.d_params = count_params(D)
     metrics_file = run / "metrics.jsonl"
     records = read_metrics(metrics_file) if metrics_file.is_file() else []
     train_records = [r for r in records if "event" not in r and "step" in r]
@@ -107,23 +112,18 @@ def summarise_run(run: Path, G: Any | None, n_classes: int) -> RunSummary:
     return summary
 
 
-def sample_grid(G: Any, n: int, seed: int, tile: int, device: str) -> Any:
-    """A (3, H, W) uint8 grid of n images from seeded latents, each resized to tile x tile."""
+def sample_grid(G: TrainedGenerator, n: int, seed: int, tile: int, trunc: float = 0.0) -> Tensor:
+    """A (3, H, W) uint8 grid of n images, each resized to tile x tile: z from `seed` (truncated at `trunc`
+    when > 0) and the classes in turn, as ``G.sample(n, trunc, seed=seed)``."""
     import torch
     import torch.nn.functional as F
 
     from smallgan.sampling import make_grid
 
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, G.z_dim, generator=g)
-    y = torch.arange(n) % max(G.n_classes, 1)   # conditional runs: the classes in turn
-    torch.manual_seed(seed)                     # per-pixel noise (FastGAN's noise injection)
-    chunks = []
-    with torch.no_grad():
-        for zc, yc in zip(z.split(16), y.split(16)):
-            x = G(zc.to(device), yc.to(device)).float().cpu()
-            chunks.append(F.interpolate(x, size=(tile, tile), mode="area" if x.shape[-1] > tile else "nearest"))
-    return make_grid(torch.cat(chunks), nrow=max(1, math.ceil(math.sqrt(n))), padding=2, pad_value=255)
+    torch.manual_seed(seed)   # per-pixel noise (FastGAN's noise injection)
+    x = G.sample(n, trunc, seed=seed, batch_size=16).float()
+    x = F.interpolate(x, size=(tile, tile), mode="area" if x.shape[-1] > tile else "nearest")
+    return make_grid(x.round().clamp(0, 255).to(torch.uint8), padding=2, pad_value=255)
 
 
 COLUMNS = ("run", "model", "G params", "D params", "steps", "kimg", "wall s", "img/s", "best FID (step)",
@@ -168,6 +168,7 @@ def compare(
                              "beside it as .md."),
     n: int = typer.Option(16, "--n", help="Images per run in the grid."),
     seed: int = typer.Option(0, "--seed", help="Seed of the latents (the same for every run)."),
+    trunc: float = typer.Option(0.0, "--trunc", help="Truncation threshold for z, e.g. 0.5 (0 = none)."),
     tile: int = typer.Option(0, "--tile", help="Pixels per image in the PNG; 0 = the largest run resolution, "
                              "at most 256."),
     best: bool = typer.Option(False, "--best", help="Sample each run's best generator (best/) where it has one."),
@@ -178,8 +179,9 @@ def compare(
     from rich.console import Console
     from rich.table import Table
 
-    from smallgan import checkpoint as ckpt
+    from smallgan.io import atomic_write, atomic_write_text
     from smallgan.sampling import side_by_side
+    from smallgan.sampling.export import GENERATOR_FILE, load_generator
 
     if len(runs) < 2:
         raise SmallganError("compare needs at least two run folders, e.g. smallgan compare runs/a runs/b")
@@ -189,16 +191,16 @@ def compare(
     for run in runs:
         if not run.is_dir():
             raise SmallganError(f"{run} is not a folder; pass run folders like runs/NAME")
-        from_best = best and (run / "best" / ckpt.GENERATOR_FILE).is_file()
+        from_best = best and (run / "best" / GENERATOR_FILE).is_file()
         try:
-            G, cfg, class_names = ckpt.load_generator(run / "best" if from_best else run, device=device)
-            sizes.append(cfg.model.resolution)
+            G = load_generator(run / "best" if from_best else run, device=device)
+            sizes.append(G.resolution)
         except SmallganError:
-            if (run / ckpt.GENERATOR_FILE).exists():
+            if (run / GENERATOR_FILE).exists():
                 raise
-            G, class_names = None, []   # a run that has not saved a generator yet: table only
+            G = None   # a run that has not saved a generator yet: table only
         generators.append(G)
-        summaries.append(summarise_run(run, G, n_classes=len(class_names) or 1))
+        summaries.append(summarise_run(run, G, n_classes=G.n_classes if G is not None else 1))
         labels.append("best" if from_best else f"step {summaries[-1].steps}")
     for s, name in zip(summaries, _unique_names(runs)):
         s.name = name
@@ -209,12 +211,12 @@ def compare(
     grids, titles = [], []
     for s, G, label in zip(summaries, generators, labels):
         if G is not None:
-            grids.append(sample_grid(G, n, seed, px, device))
+            grids.append(sample_grid(G, n, seed, px, trunc))
             titles.append(f"{s.name}: {s.model}, {label}")
     picture = side_by_side(grids, titles, gap=GAP_PX)
     table_path = out.with_suffix(".md")
-    ckpt.atomic_write(out, lambda p: picture.save(p, format="PNG"))
-    ckpt.atomic_write_text(table_path, markdown_table(summaries))
+    atomic_write(out, lambda p: picture.save(p, format="PNG"))
+    atomic_write_text(table_path, markdown_table(summaries))
 
     if as_json:
         print(json.dumps([asdict(s) for s in summaries], indent=2))

@@ -42,7 +42,7 @@ def eval_command(
 
     Multi-GPU: `accelerate launch -m smallgan eval --run DIR` splits generation and features across processes.
     """
-    from smallgan.metrics.evaluate import parse_metrics
+    from smallgan.metrics.names import parse_metrics
 
     wanted = parse_metrics(metrics)
     source = run or ckpt
@@ -92,44 +92,26 @@ def eval_command(
 def _evaluate_checkpoint(source: Path, real: str | None, extractor: Any, metrics: tuple[str, ...], *, n: int,
                          trunc: float, seed: int, batch_size: int, accelerator: Any, cache: bool,
                          progress: Any, console: Any) -> tuple[dict[str, float], dict[str, Any]]:
-    from smallgan.checkpoint import load_generator
-    from smallgan.metrics.evaluate import evaluate_generator, real_set_statistics, real_statistics
-    from smallgan.metrics.generate import generator_sample_fn
+    from smallgan.metrics.run import RunEvaluator
+    from smallgan.sampling.export import load_generator
 
-    G, cfg, class_names = load_generator(source, device=accelerator.device)
-    resolution = cfg.model.resolution
-    options = dict(resolution=resolution, batch_size=batch_size, cache=cache, accelerator=accelerator,
-                   progress=progress("real images"))
+    G = load_generator(source, device=accelerator.device)
+    resolution = G.resolution
     if real is not None:
         dataset = real
-        real_stats = real_set_statistics(real, extractor, **options)
     else:  # the run's own dataset, prepared exactly as training prepared it (builtin:NAME, image folder...)
         from smallgan.data import resolve_dataset
 
         with accelerator.main_process_first():
-            dataset = resolve_dataset(cfg.data.path, resolution, console=console)
-        real_stats = real_statistics(dataset, extractor, **options)
-    n_classes = getattr(G, "n_classes", None) or max(1, len(class_names))
-    sample_fn = generator_sample_fn(G, n_classes, seed=seed, trunc=trunc, device=accelerator.device)
-    results = evaluate_generator(sample_fn, n, real_stats, extractor, metrics=metrics, batch_size=batch_size,
-                                 accelerator=accelerator, progress=progress("generated images"), seed=seed)
-    record = {"ckpt": str(source), "step": _export_step(source), "dataset": str(dataset),
+            dataset = resolve_dataset(G.config.data.path, resolution, console=console)
+    evaluator = RunEvaluator(dataset, extractor, resolution=resolution, batch_size=batch_size,
+                             accelerator=accelerator, cache=cache)
+    evaluator.real_statistics(progress("real images"))
+    results = evaluator.evaluate(G, n=n, metrics=metrics, trunc=trunc, seed=seed, metric_seed=seed,
+                                 progress=progress("generated images"))
+    record = {"ckpt": str(source), "step": G.step, "dataset": str(dataset),
               "resolution": resolution, "trunc": trunc, "seed": seed}
     return results, record
-
-
-def _export_step(source: Path) -> int | None:
-    """The training step recorded in a generator export's metadata, when there is one."""
-    from safetensors import safe_open
-
-    from smallgan.checkpoint import find_generator_file
-
-    try:
-        with safe_open(str(find_generator_file(source)), "pt") as f:
-            step = (f.metadata() or {}).get("step")
-        return int(step) if step is not None else None
-    except (OSError, ValueError, SmallganError):
-        return None
 
 
 def _print_table(console: Any, record: dict[str, Any], results: dict[str, float]) -> None:

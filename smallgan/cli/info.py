@@ -11,13 +11,11 @@ from smallgan.cli.app import RecipeOption, SetOption, app
 from smallgan.cli.common import config_from_options
 
 
-def count_params(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def _rows(module, prefix: str = "") -> list[tuple[str, str, int]]:
     """(name, type, params) for each block: containers are opened one level."""
     from torch import nn
+
+    from smallgan.registry import count_params
 
     rows = []
     for name, child in module.named_children():
@@ -38,7 +36,7 @@ def info(
     """Show the model a recipe builds: blocks and parameter counts of G and D."""
     import torch
 
-    from smallgan.registry import build_discriminator, build_generator
+    from smallgan.registry import build_discriminator, build_generator, count_params
 
     cfg = config_from_options(recipe, sets)
     n = cfg.model.n_classes or n_classes or 1

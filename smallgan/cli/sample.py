@@ -60,7 +60,7 @@ def sample_command(
     from rich.console import Console
 
     from smallgan.cli.common import PhaseProgress, run_folder_of
-    from smallgan.sampling import latest_run, load_generator
+    from smallgan.sampling import grid_columns, latest_run, load_generator
 
     console = Console(stderr=True)
     G = load_generator(run or ckpt or latest_run(runs_dir), device=device)
@@ -82,7 +82,7 @@ def sample_command(
             written, what = _interpolate(G, interp, n, nrow, trunc, seed, class_list, to_class, batch_size, progress,
                                          out or samples_dir / f"interp-{tag}.png")
         elif grid:
-            per_row = nrow or _square(n)
+            per_row = nrow or grid_columns(n)
             images = G.sample(n, trunc, class_list, seed, nrow=per_row, batch_size=batch_size,
                               progress=progress("images"))
             from smallgan.sampling import save_grid
@@ -127,18 +127,12 @@ def _parse_thresholds(text: str) -> list[float]:
     return values
 
 
-def _square(n: int) -> int:
-    import math
-
-    return math.ceil(math.sqrt(n))
-
-
 def _sweep(G: Any, thresholds: list[float], n: int, nrow: int | None, seed: int, classes: Any, batch_size: int,
            standing: int, progress: Any, out: Path) -> tuple[Path, str]:
-    from smallgan.sampling import make_grid, side_by_side, truncation_sweep
+    from smallgan.sampling import grid_columns, make_grid, side_by_side, truncation_sweep
     from smallgan.sampling.images import save_image
 
-    per_row = nrow or _square(n)
+    per_row = nrow or grid_columns(n)
     batches = truncation_sweep(G, thresholds, n, seed=seed, classes=classes, nrow=per_row, batch_size=batch_size,
                                standing_stats=standing, progress=progress("images"))
     labels = [f"trunc {t:g}" if t > 0 else "no truncation" for t in thresholds]

@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from smallgan.cli.app import RecipeOption, SetOption, app
-from smallgan.cli.common import config_from_options
+from smallgan.cli.app import RecipeOption, SetOption, app, run_app
+from smallgan.cli.common import config_from_options, normalize_resume_argv
 
 
 def train_command(
@@ -83,9 +83,6 @@ def demo(
 def main() -> None:
     """Entry point of `python -m smallgan.train` (also under `accelerate launch -m smallgan.train`)."""
     import sys
-
-    from smallgan.cli import run_app
-    from smallgan.cli.common import normalize_resume_argv
 
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     single.command()(train_command)

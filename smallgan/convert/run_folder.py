@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-# The run-folder writers of smallgan.checkpoint, named only here: if they move (e.g. to smallgan.io), this line
-# is the one to change.
-from smallgan.checkpoint import GENERATOR_FILE, atomic_write_text, export_generator, save_checkpoint
+from smallgan.checkpoint import save_checkpoint
+from smallgan.io import atomic_write_text
+from smallgan.sampling.export import GENERATOR_FILE, export_generator
 from smallgan.config import Config
 from smallgan.convert.base import ConversionError, Converted
 

@@ -5,16 +5,17 @@ FID tables) or, in tests and benchmarks, :class:`TinyExtractor`; the maths (floa
 same for both. :func:`real_statistics` caches a dataset's statistics beside it; :func:`evaluate_generator`
 and :func:`evaluate_folders` produce ``{"fid", "kid", "kid_std", "is", "is_std", "precision", "recall",
 "n_fake", "n_real"}`` (the metrics asked for); :class:`BestTracker` picks the best checkpoint.
+
+:mod:`.names` holds the metric names and which way each is better (no dependencies: the config validates with
+it); :mod:`.run` evaluates a run's trained generator, for ``train.eval_every`` and ``smallgan eval`` alike.
 """
 
 from smallgan.metrics.best import BestTracker
 from smallgan.metrics.evaluate import (
-    METRICS,
     compute_metrics,
     evaluate_folders,
     evaluate_generator,
     extract,
-    parse_metrics,
     real_set_statistics,
     real_statistics,
     statistics_of_images,
@@ -24,12 +25,13 @@ from smallgan.metrics.features import FeatureExtractor, InceptionV3, TinyExtract
 from smallgan.metrics.fid import frechet_distance
 from smallgan.metrics.inception_score import inception_score
 from smallgan.metrics.kid import kernel_inception_distance
+from smallgan.metrics.names import METRICS, direction, parse_metrics
 from smallgan.metrics.pr import precision_recall
 from smallgan.metrics.stats import FeatureStats
 
 __all__ = [
     "METRICS", "BestTracker", "FeatureExtractor", "FeatureStats", "InceptionV3", "TinyExtractor",
-    "compute_metrics", "evaluate_folders", "evaluate_generator", "extract", "frechet_distance",
+    "compute_metrics", "direction", "evaluate_folders", "evaluate_generator", "extract", "frechet_distance",
     "inception_score", "inception_v3", "kernel_inception_distance", "parse_metrics", "precision_recall",
     "real_set_statistics", "real_statistics", "statistics_of_images", "tensor_sample_fn",
 ]

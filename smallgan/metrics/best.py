@@ -7,35 +7,23 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from smallgan.errors import SmallganError
-
-LOWER_IS_BETTER = frozenset({"fid", "kid"})
-HIGHER_IS_BETTER = frozenset({"is", "precision", "recall"})
+from smallgan.metrics.names import direction
 
 
 @dataclass
 class BestTracker:
     """Best value seen per metric; ``update`` says whether a value is a new best.
 
-    Lower is better for FID and KID, higher for IS, precision and recall. A NaN is never a best.
+    Lower is better for FID and KID, higher for IS, precision and recall (:func:`~smallgan.metrics.names.direction`).
+    A NaN is never a best.
     Saved with the training state (``state_dict`` / ``load_state_dict``) so a resumed run keeps its best.
     """
 
     best: dict[str, float] = field(default_factory=dict)
     step: dict[str, int] = field(default_factory=dict)
 
-    @staticmethod
-    def direction(metric_name: str) -> int:
-        """-1 when lower is better, +1 when higher is better."""
-        if metric_name in LOWER_IS_BETTER:
-            return -1
-        if metric_name in HIGHER_IS_BETTER:
-            return 1
-        known = ", ".join(sorted(LOWER_IS_BETTER | HIGHER_IS_BETTER))
-        raise SmallganError(f"cannot rank checkpoints by {metric_name!r}; use one of {known}")
-
     def update(self, metric_name: str, value: float, step: int | None = None) -> bool:
-        sign, value = self.direction(metric_name), float(value)
+        sign, value = direction(metric_name), float(value)
         previous = self.best.get(metric_name)
         if math.isnan(value) or (previous is not None and sign * value <= sign * previous):
             return False

@@ -24,24 +24,15 @@ from smallgan.metrics.features import FeatureExtractor
 from smallgan.metrics.fid import fid_from_stats
 from smallgan.metrics.inception_score import inception_score
 from smallgan.metrics.kid import kernel_inception_distance
+from smallgan.metrics.names import parse_metrics
 from smallgan.metrics.pr import precision_recall
 from smallgan.metrics.stats import FeatureStats
 
 SampleFn = Callable[[int, int], torch.Tensor]  # (batch_size, start_index) -> uint8 (B, 3, H, W)
 ProgressFn = Callable[[int, int], None]         # (images done, total)
 
-METRICS = ("fid", "kid", "is", "pr")
 STATS_DIR = "fid_stats"
 MAX_KEPT_REAL = 10_000  # raw real features kept for KID / precision-recall (a random subset beyond this)
-
-
-def parse_metrics(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """``"fid,kid"`` or ``["fid", "kid"]`` -> validated names, in the given order."""
-    names = [m.strip().lower() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
-    unknown = [m for m in names if m not in METRICS]
-    if unknown or not names:
-        raise SmallganError(f"unknown metric {', '.join(unknown) or '(none)'}; choose from {','.join(METRICS)}")
-    return tuple(dict.fromkeys(names))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from torch import nn
 
 from smallgan.data import to_float
 from smallgan.errors import SmallganError
+from smallgan.metrics.names import EXTRACTORS
 from smallgan.weights import WeightsFile
 
 INCEPTION_URL = (
@@ -147,9 +148,6 @@ def inception_v3(
         raise SmallganError("the quality metrics need torch-fidelity: pip install torch-fidelity")
     path = resolve_weights(weights_path, allow_download=allow_download)
     return InceptionV3(load_weights(path)).to(device).eval()
-
-
-EXTRACTORS = ("inception", "tiny")
 
 
 def build_extractor(

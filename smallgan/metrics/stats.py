@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from smallgan.errors import SmallganError
+from smallgan.io import atomic_write
 
 STATS_FORMAT = 1  # bump when the .npz layout changes; older files are then recomputed
 
@@ -92,8 +93,6 @@ class FeatureStats:
 
     def save(self, path: str | Path) -> None:
         """Write an .npz atomically (temp file in the same folder, then rename)."""
-        from smallgan.checkpoint import atomic_write
-
         meta = dict(self.meta, format=STATS_FORMAT, n=self.n)
 
         def write(tmp: Path) -> None:

@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from smallgan.config import ConfigError, ModelConfig
+from smallgan.errors import ConfigError
 from smallgan.layers.attention import SelfAttention
 from smallgan.layers.projection import ProjectionHead, sum_pool
 from smallgan.layers.resblocks import DBlock, GBlock
 from smallgan.layers.conditional_bn import SHARED_INITS, shared_embedding
 from smallgan.layers.spectral_norm import sn_conv2d, sn_linear
+from smallgan.models.config import ModelConfig
 
 BOTTOM = 4  # G starts from a 4x4 map; D ends at 4x4 (8x8 at 32 px)
 

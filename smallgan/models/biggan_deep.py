@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from smallgan.config import ConfigError, ModelConfig
+from smallgan.errors import ConfigError
 from smallgan.layers.attention import SelfAttention
 from smallgan.layers.bottleneck_blocks import BOTTLENECK_RATIO, DeepDBlock, DeepGBlock
 from smallgan.layers.projection import ProjectionHead, sum_pool
@@ -27,6 +27,7 @@ from smallgan.layers.spectral_norm import sn_conv2d, sn_linear
 from smallgan.models.biggan import (
     BOTTOM, BlockSpec, ToRGB, build_specs, check_attention, check_basics, check_inputs, generator_specs,
 )
+from smallgan.models.config import ModelConfig
 
 # G uses BigGAN's tables (biggan.G_WIDTHS, 64 px and up). D: width (multiples of d_ch) of the RGB input conv,
 # then the output width of each (downsampling) stage. 512 px (not in the paper) puts one more d_ch-wide stage in

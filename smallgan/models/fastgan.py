@@ -30,12 +30,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from smallgan.config import ConfigError, ModelConfig
+from smallgan.errors import ConfigError
 from smallgan.layers.excitation import SkipLayerExcitation
 from smallgan.layers.fastgan_blocks import (
     Decoder, DownBlock, DownBlockComp, UpBlock, batch_norm, normal_init, normal_sn_conv, quadrant, resize,
 )
 from smallgan.layers.spectral_norm import float32_region, spectral_norm
+from smallgan.models.config import ModelConfig
 
 RESOLUTIONS = (64, 128, 256, 512, 1024)
 

@@ -1,5 +1,9 @@
 """A trained generator ready to sample: latents, class selection, batching and standing statistics.
 
+Every image smallgan generates comes through :class:`TrainedGenerator`: ``smallgan sample`` and the Python
+API, the training loop's progress grids, evaluation (``smallgan eval`` and ``train.eval_every``) and
+``smallgan compare``. Files are written and loaded by :mod:`smallgan.sampling.export`.
+
 Determinism: latents (and the random classes of standing statistics) are drawn on the CPU from a
 ``torch.Generator`` seeded by the caller, then moved to the device, so a seed gives the same z on every
 device and for every batch size; in eval mode BatchNorm uses stored statistics, so each image depends on its
@@ -20,7 +24,7 @@ from torch import Tensor, nn
 from smallgan.config import Config
 from smallgan.device import resolve_device
 from smallgan.errors import SmallganError
-from smallgan.latents import truncated_normal
+from smallgan.latents import sample_latents, truncated_normal
 from smallgan.sampling.images import to_pil, to_uint8
 
 ClassSpec = Union[int, str, Sequence[Union[int, str]], Tensor, None]
@@ -82,11 +86,13 @@ def spread(choices: Sequence[int], n: int, nrow: int | None = None) -> Tensor:
 class TrainedGenerator:
     """A generator loaded for sampling (eval mode, no gradients): ``.sample(n, trunc, classes, seed)``."""
 
-    def __init__(self, module: nn.Module, config: Config, class_names: list[str], path: Path | None = None) -> None:
+    def __init__(self, module: nn.Module, config: Config, class_names: list[str], path: Path | None = None,
+                 step: int | None = None) -> None:
         self.module = module.eval().requires_grad_(False)
         self.config = config
         self.class_names = list(class_names)
-        self.path = path
+        self.path = path      # the file it was loaded from (None: made in memory, e.g. by the training loop)
+        self.step = step      # the training step it was exported at, when known
 
     # -------------------------------------------------------------------------------------------
     @property
@@ -120,11 +126,17 @@ class TrainedGenerator:
         The same seed gives the same base draw at every threshold: only entries beyond the threshold are
         redrawn, so a truncation sweep shows the same samples moving towards the mode.
         """
-        if n < 1:
-            raise SmallganError(f"the number of samples must be at least 1, got {n}")
-        if not math.isfinite(trunc) or trunc < 0:
-            raise SmallganError(f"truncation must be >= 0 (0 = none), got {trunc}")
+        _check_draw(n, trunc)
         return truncated_normal((n, self.z_dim), trunc, generator=_cpu_generator(seed))
+
+    def random_inputs(self, n: int, trunc: float = 0.0, seed: int | None = None) -> tuple[Tensor, Tensor]:
+        """(z, y) on the CPU with classes drawn uniformly, both from one generator seeded with `seed`.
+
+        z is :meth:`latents` (the same seed gives the same z); the classes come after it from the same stream.
+        What evaluation and the training loop's progress grids sample: random classes, as in training.
+        """
+        _check_draw(n, trunc)
+        return sample_latents(n, self.z_dim, self.n_classes, trunc=trunc, generator=_cpu_generator(seed))
 
     def labels(self, n: int, classes: ClassSpec = None, nrow: int | None = None) -> Tensor:
         """(n,) class labels: the given classes (names or indices) or all classes, spread per sample or row."""
@@ -219,6 +231,13 @@ def standing_statistics(module: nn.Module, k: int, trunc: float = 0.0, *, batch_
         module.eval()
 
 
+def _check_draw(n: int, trunc: float) -> None:
+    if n < 1:
+        raise SmallganError(f"the number of samples must be at least 1, got {n}")
+    if not math.isfinite(trunc) or trunc < 0:
+        raise SmallganError(f"truncation must be >= 0 (0 = none), got {trunc}")
+
+
 def _cpu_generator(seed: int | None) -> torch.Generator:
     if seed is None:  # from torch's global generator, so torch.manual_seed still makes a script repeatable
         seed = int(torch.randint(0, 2**62, ()).item())
@@ -248,30 +267,3 @@ def _shared_embedding_override(module: nn.Module, active: bool) -> Iterator[dict
         yield holder
     finally:
         handle.remove()
-
-
-def load_generator(path_or_run: str | Path, device: str | torch.device | None = None) -> TrainedGenerator:
-    """A run folder, a ``generator.safetensors`` or a checkpoint folder -> :class:`TrainedGenerator`.
-
-    Weights load with safetensors only (no pickle); a damaged or mismatched file raises a one-line
-    :class:`~smallgan.errors.SmallganError`. ``device`` None means the GPU when there is one.
-    """
-    from smallgan import checkpoint
-
-    module, cfg, class_names = checkpoint.load_generator(path_or_run, device=resolve_device(device))
-    return TrainedGenerator(module, cfg, class_names, path=checkpoint.find_generator_file(path_or_run))
-
-
-def latest_run(runs_dir: str | Path = "runs") -> Path:
-    """The run folder under `runs_dir` whose generator.safetensors was written last."""
-    from smallgan.checkpoint import GENERATOR_FILE
-
-    root = Path(runs_dir)
-    found: list[tuple[int, str, Path]] = []
-    if root.is_dir():
-        found = [((p / GENERATOR_FILE).stat().st_mtime_ns, p.name, p) for p in root.iterdir()
-                 if (p / GENERATOR_FILE).is_file()]
-    if not found:
-        raise SmallganError(f"no trained run under {root}/ (no */{GENERATOR_FILE}); pass --run DIR or --ckpt FILE, "
-                            "or train first (smallgan demo / smallgan train)")
-    return max(found)[2]

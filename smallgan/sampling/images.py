@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from smallgan.checkpoint import atomic_write
+from smallgan.io import atomic_write
 from smallgan.errors import SmallganError
 
 ImagesLike = Union[Tensor, Sequence[Image.Image]]
@@ -48,8 +48,14 @@ def to_pil(images: ImagesLike) -> list[Image.Image]:
     return [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a) for a in arr]
 
 
+def grid_columns(n: int) -> int:
+    """Images per grid row when none is asked for: ceil(sqrt(n)), so a grid is square or one row wider than
+    tall, never taller than wide."""
+    return max(1, math.ceil(math.sqrt(n)))
+
+
 def make_grid(images: ImagesLike, nrow: int | None = None, padding: int = 2, pad_value: int = 0) -> Tensor:
-    """N images -> one (3, H', W') uint8 grid of `nrow` images per row (default ceil(sqrt(N))).
+    """N images -> one (3, H', W') uint8 grid of `nrow` images per row (default :func:`grid_columns`).
 
     Size: rows * H + (rows + 1) * padding high, nrow * W + (nrow + 1) * padding wide, rows = ceil(N / nrow);
     cells after the last image stay `pad_value`.
@@ -60,7 +66,7 @@ def make_grid(images: ImagesLike, nrow: int | None = None, padding: int = 2, pad
         raise SmallganError("cannot make a grid of 0 images")
     if nrow is not None and nrow < 1:
         raise SmallganError(f"--nrow must be at least 1, got {nrow}")
-    per_row = min(nrow or math.ceil(math.sqrt(n)), n)
+    per_row = min(nrow or grid_columns(n), n)
     rows = math.ceil(n / per_row)
     grid = torch.full((c, rows * h + (rows + 1) * padding, per_row * w + (per_row + 1) * padding), pad_value,
                       dtype=torch.uint8)

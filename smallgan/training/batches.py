@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from smallgan.data import to_float
+from smallgan.data import random_flip, to_float
 from smallgan.errors import SmallganError
 
 
@@ -90,7 +90,5 @@ class RealStream:
         y = self.labels[idx].to(self.device, non_blocking=True)
         x = to_float(x)
         if self.flip:
-            # Uses the step-seeded global RNG, so it too replays exactly on resume.
-            mask = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
-            x = torch.where(mask, x.flip(3), x)
+            x = random_flip(x)
         return x.contiguous(memory_format=self.memory_format), y

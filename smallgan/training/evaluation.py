@@ -1,55 +1,51 @@
 """Quality tracking during training (train.eval_every): FID/KID/... of the EMA generator and the best model.
 
+The evaluation itself is :class:`~smallgan.metrics.run.RunEvaluator`, the same as ``smallgan eval --run``.
 BigGAN's "which_best": the generator with the best tracked metric is exported to ``best/`` when it improves,
 so a run that later collapses still leaves its best model.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from smallgan import checkpoint as ckpt
 from smallgan.config import Config
+from smallgan.io import write_json
 from smallgan.metrics.best import BestTracker
+from smallgan.sampling.export import GENERATOR_FILE, export_generator
+from smallgan.sampling.generator import TrainedGenerator
 
 
 class QualityTracker:
     def __init__(self, cfg: Config, data_path: Path | None, accelerator: Any, best_state: dict | None) -> None:
-        self.cfg, self.data_path, self.accelerator = cfg, data_path, accelerator
+        self.cfg, self.accelerator = cfg, accelerator
         self.best = BestTracker()
         if best_state:
             self.best.load_state_dict(best_state)
         self.extractor = None
-        self._real_stats = None
+        self.evaluator = None
         if cfg.train.eval_every:
             from smallgan.metrics.features import build_extractor
+            from smallgan.metrics.run import RunEvaluator
 
             # Built now, so missing Inception weights stop the run before any training.
             self.extractor = build_extractor(cfg.eval.extractor, cfg.eval.inception_weights, accelerator.device)
+            # Real statistics cached beside the dataset. Not under main_process_first: they gather across processes.
+            self.evaluator = RunEvaluator(data_path, self.extractor, resolution=cfg.model.resolution,
+                                          batch_size=cfg.eval.batch_size, accelerator=accelerator)
 
-    def evaluate(self, generator: nn.Module, n_classes: int, step: int, run_dir: Path,
-                 class_names: list[str]) -> dict[str, float]:
-        """Metrics of `generator` (the EMA copy); exports it to best/ on a new best. All processes call it."""
-        from smallgan.metrics.evaluate import evaluate_generator, real_statistics
-        from smallgan.metrics.generate import generator_sample_fn
-
-        e, acc = self.cfg.eval, self.accelerator
-        if self._real_stats is None:
-            # Cached beside the dataset. Not under main_process_first: it gathers across processes.
-            self._real_stats = real_statistics(self.data_path, self.extractor, resolution=self.cfg.model.resolution,
-                                               batch_size=e.batch_size, accelerator=acc)
+    def evaluate(self, generator: nn.Module, step: int, run_dir: Path, class_names: list[str]) -> dict[str, float]:
+        """Metrics of `generator` (the EMA copy, prepared for sampling); exports it to best/ on a new best.
+        All processes call it."""
+        e, cfg = self.cfg.eval, self.cfg
         # The same latents at every evaluation, so successive numbers differ only by the generator.
-        sample_fn = generator_sample_fn(generator, n_classes, seed=self.cfg.train.seed, trunc=self.cfg.sample.trunc,
-                                        device=acc.device)
-        results = evaluate_generator(sample_fn, e.n, self._real_stats, self.extractor, metrics=tuple(e.metrics),
-                                     batch_size=e.batch_size, accelerator=acc)
-        if self.best.update(e.best, results[e.best], step) and acc.is_main_process:
+        results = self.evaluator.evaluate(TrainedGenerator(generator, cfg, class_names, step=step), n=e.n,
+                                          metrics=tuple(e.metrics), trunc=cfg.sample.trunc, seed=cfg.train.seed)
+        if self.best.update(e.best, results[e.best], step) and self.accelerator.is_main_process:
             best_dir = Path(run_dir) / "best"
-            ckpt.export_generator(best_dir / ckpt.GENERATOR_FILE, generator, self.cfg, class_names, step)
-            ckpt.atomic_write_text(best_dir / "best.json", json.dumps(
-                {"metric": e.best, "value": results[e.best], "step": step, **results}, indent=2))
+            export_generator(best_dir / GENERATOR_FILE, generator, cfg, class_names, step)
+            write_json(best_dir / "best.json", {"metric": e.best, "value": results[e.best], "step": step, **results})
         return results

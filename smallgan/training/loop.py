@@ -26,9 +26,11 @@ from smallgan.config import Config, ConfigError, plan_batches
 from smallgan.device import accelerate_cpu, choose_precision, fused_adam_supported
 from smallgan.ema import EMA, prepare_for_sampling
 from smallgan.errors import SmallganError
-from smallgan.latents import sample_latents
 from smallgan.layers.spectral_norm import iterate_once_per_step, power_iteration_, top_singular_values
 from smallgan.registry import build_discriminator, build_generator
+from smallgan.sampling.export import GENERATOR_FILE, export_generator
+from smallgan.sampling.generator import TrainedGenerator
+from smallgan.sampling.images import save_grid
 from smallgan.training.batches import (
     FIXED_LATENTS_STREAM, STANDING_STATS_STREAM, RealStream, derive_seed, step_seed,
 )
@@ -202,10 +204,6 @@ class Trainer:
             d_loss_name=t.loss, micro_batch=self.micro_batch, accumulation=self.accumulation,
             r1_gamma=t.r1_gamma, ortho_beta=t.ortho_beta, perceptual=perceptual, recon_weight=t.recon_weight,
         )
-        # Fixed latents for the progress grids, drawn from their own generator: the same on every run.
-        g = torch.Generator().manual_seed(derive_seed(t.seed, FIXED_LATENTS_STREAM))
-        z, y = sample_latents(cfg.sample.n, G.z_dim, self.n_classes, trunc=cfg.sample.trunc, generator=g)
-        self.fixed_z, self.fixed_y = z.to(acc.device), y.to(acc.device)
         self._stop_signal: str | None = None
         self._sampling, self._sampling_step = None, -1
         self.quality = QualityTracker(cfg, data_path, acc, (self._resumed_state or {}).get("best"))
@@ -281,8 +279,7 @@ class Trainer:
         weights = {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": G_ema.state_dict()}
         path = ckpt.save_checkpoint(self.run_dir, self.counters.step, weights, state, self.cfg,
                                     self.cfg.train.keep_ckpts, class_names=self.class_names)
-        ckpt.export_generator(self.run_dir / ckpt.GENERATOR_FILE, G_ema, self.cfg, self.class_names,
-                              self.counters.step)
+        export_generator(self.run_dir / GENERATOR_FILE, G_ema, self.cfg, self.class_names, self.counters.step)
         return path
 
     def sampling_generator(self) -> torch.nn.Module:
@@ -295,20 +292,16 @@ class Trainer:
             self._sampling_step = self.counters.step
         return self._sampling
 
-    @torch.no_grad()
     def write_samples(self) -> Path | None:
         if not self.is_main:
             return None
-        from smallgan.sampling import save_grid
-
-        G = self.sampling_generator()
-        chunks = []
-        for z, y in zip(self.fixed_z.split(self.micro_batch), self.fixed_y.split(self.micro_batch)):
-            with self.accelerator.autocast():
-                chunks.append(G(z, y).float().cpu())
-        images = torch.cat(chunks)
-        path = self.run_dir / "samples" / f"step-{self.counters.step:07d}.png"
-        return save_grid(images, path, nrow=max(1, int(math.sqrt(images.shape[0]))))
+        G = TrainedGenerator(self.sampling_generator(), self.cfg, self.class_names, step=self.counters.step)
+        # Fixed latents from their own seed: every grid of a run (and of its reruns) shows the same z and classes.
+        z, y = G.random_inputs(self.cfg.sample.n, self.cfg.sample.trunc,
+                               seed=derive_seed(self.cfg.train.seed, FIXED_LATENTS_STREAM))
+        with self.accelerator.autocast():
+            images = G.generate(z, y, batch_size=self.micro_batch)
+        return save_grid(images, self.run_dir / "samples" / f"step-{self.counters.step:07d}.png")
 
     # ------------------------------------------------------------------------------------------------
     def _next_real(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -441,7 +434,7 @@ class Trainer:
                 if t.sample_every and c.step % t.sample_every == 0:
                     self.write_samples()
                 if t.eval_every and c.step % t.eval_every == 0:
-                    results = self.quality.evaluate(self.sampling_generator(), self.n_classes, c.step, self.run_dir,
+                    results = self.quality.evaluate(self.sampling_generator(), c.step, self.run_dir,
                                                     self.class_names)
                     if log is not None:
                         log.write({"event": "eval", "step": c.step, "extractor": self.quality.extractor.name,
@@ -467,7 +460,7 @@ class Trainer:
         if self.is_main:
             why = stop_reason or f"reached train.max_steps={t.max_steps}"
             self.console.print(f"{why}: checkpoint {path}, samples {samples}, generator "
-                               f"{self.run_dir / ckpt.GENERATOR_FILE}")
+                               f"{self.run_dir / GENERATOR_FILE}")
         return c
 
     def _singular_values(self, spikes: SpikeDetector) -> dict[str, Any]:

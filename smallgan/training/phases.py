@@ -1,10 +1,11 @@
 """One optimiser step of D and of G, each accumulated over its own micro-batches.
 
 Accumulation is driven here rather than by ``accelerator.accumulate``: BigGAN's D and G phases have separate
-micro-batch loops, and entering Accelerate's context once per network would advance its shared counter twice
-per micro-batch (see ../shared/design/accelerate-gan.md). So the Accelerator keeps
-``gradient_accumulation_steps=1``; each micro-batch loss is divided by the number of accumulation steps, and
-all but the last micro-batch run under ``no_sync`` so DDP all-reduces gradients once per optimiser step.
+micro-batch loops, and ``accumulate`` keeps one step counter per Accelerator, so entering it once per network
+would advance that counter twice per micro-batch and sync gradients at the wrong micro-batches. So the
+Accelerator keeps ``gradient_accumulation_steps=1``; each micro-batch loss is divided by the number of
+accumulation steps, and all but the last micro-batch run under ``no_sync`` so DDP all-reduces gradients once per
+optimiser step.
 
 Each network has its own GradScaler (fp16 only): D and G gradients differ by orders of magnitude and step at
 different times, and one shared scale would be updated twice per iteration. Accelerate is used for device
