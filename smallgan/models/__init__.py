@@ -1,7 +1,7 @@
 """Built-in architectures; importing this package registers them (smallgan.registry)."""
 
 from smallgan.models import biggan, biggan_deep, fastgan
-from smallgan.registry import Architecture, register
+from smallgan.registry import Architecture, Capabilities, register
 
 register(Architecture(
     name="biggan",
@@ -26,4 +26,5 @@ register(Architecture(
     resolutions=fastgan.RESOLUTIONS,
     check=fastgan.check,
     description="FastGAN (Liu et al. 2021): GLU up-blocks, skip-layer excitation, self-supervised D (64-1024 px)",
+    capabilities=lambda cfg: Capabilities(splits_real_fake=True, reconstructs=cfg.decoder),
 ))

@@ -28,7 +28,7 @@ from smallgan.ema import EMA, prepare_for_sampling
 from smallgan.errors import SmallganError
 from smallgan.latents import sample_latents
 from smallgan.layers.spectral_norm import iterate_once_per_step, power_iteration_, top_singular_values
-from smallgan.registry import build_discriminator, build_generator
+from smallgan.registry import build_discriminator, build_generator, capabilities
 from smallgan.training.batches import (
     FIXED_LATENTS_STREAM, STANDING_STATS_STREAM, RealStream, derive_seed, step_seed,
 )
@@ -185,7 +185,8 @@ class Trainer:
         self._device_counters = {name: torch.tensor(float(getattr(self.counters, name)), device=acc.device)
                                  for name in ("skipped_d", "skipped_g", "bad_streak")}
         perceptual = None
-        if getattr(D, "reconstructs", False):  # FastGAN's self-supervised D: LPIPS, frozen, outside D's state
+        caps = capabilities(cfg.model)
+        if caps.reconstructs:  # FastGAN's self-supervised D: LPIPS, frozen, outside D's state
             from smallgan.perceptual import build_lpips
 
             with acc.main_process_first():  # one process downloads the VGG weights, the others find them cached
@@ -194,6 +195,7 @@ class Trainer:
             accelerator=acc, G=G_wrapped, D=D_wrapped, G_raw=G, D_raw=D, augment=self.augment,
             d_loss_name=t.loss, micro_batch=self.micro_batch, accumulation=self.accumulation,
             r1_gamma=t.r1_gamma, ortho_beta=t.ortho_beta, perceptual=perceptual, recon_weight=t.recon_weight,
+            splits_real_fake=caps.splits_real_fake,
         )
         # Fixed latents for the progress grids, drawn from their own generator: the same on every run.
         g = torch.Generator().manual_seed(derive_seed(t.seed, FIXED_LATENTS_STREAM))

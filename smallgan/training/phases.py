@@ -2,9 +2,9 @@
 
 Accumulation is driven here rather than by ``accelerator.accumulate``: BigGAN's D and G phases have separate
 micro-batch loops, and entering Accelerate's context once per network would advance its shared counter twice
-per micro-batch (see ../shared/design/accelerate-gan.md). So the Accelerator keeps
-``gradient_accumulation_steps=1``; each micro-batch loss is divided by the number of accumulation steps, and
-all but the last micro-batch run under ``no_sync`` so DDP all-reduces gradients once per optimiser step.
+per micro-batch. So the Accelerator keeps ``gradient_accumulation_steps=1``; each micro-batch loss is divided
+by the number of accumulation steps, and all but the last micro-batch run under ``no_sync`` so DDP all-reduces
+gradients once per optimiser step.
 
 Each network has its own GradScaler (fp16 only): D and G gradients differ by orders of magnitude and step at
 different times, and one shared scale would be updated twice per iteration. Accelerate is used for device
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from smallgan.augment import DiffAugment
 from smallgan.latents import sample_latents
 from smallgan.losses import D_LOSSES, g_hinge, r1_penalty
+from smallgan.registry import capabilities_of
 from smallgan.regularizers import orthogonal_regularization
 
 
@@ -41,14 +42,15 @@ class GANPhases:
     ortho_beta: float = 0.0
     perceptual: nn.Module | None = None   # LPIPS, for a D that reconstructs real images (FastGAN)
     recon_weight: float = 1.0
+    # D is told how many leading images are real (registry.Capabilities); None: as D's architecture registers.
+    splits_real_fake: bool | None = None
 
     def __post_init__(self) -> None:
         self.d_loss = D_LOSSES[self.d_loss_name]
         self.z_dim: int = self.G_raw.z_dim
         self.n_classes: int = self.G_raw.n_classes
-        # A D with `splits_real_fake` (FastGAN's) is told how many leading images are real: its BatchNorm then
-        # sees reals and fakes as separate batches, and it returns (decoded, target) pairs for the reals.
-        self.splits_real_fake = bool(getattr(self.D_raw, "splits_real_fake", False))
+        if self.splits_real_fake is None:
+            self.splits_real_fake = capabilities_of(self.D_raw).splits_real_fake
         self.last_recon: Tensor | None = None  # mean reconstruction loss of the last D step, for the logs
 
     def _sync_context(self, model: nn.Module, micro_index: int) -> contextlib.AbstractContextManager:
