@@ -33,7 +33,7 @@ from smallgan.training.batches import (
     FIXED_LATENTS_STREAM, STANDING_STATS_STREAM, RealStream, derive_seed, step_seed,
 )
 from smallgan.training.evaluation import QualityTracker
-from smallgan.training.phases import GANPhases, optimizer_step
+from smallgan.training.phases import GANPhases, UnitScaler, optimizer_step
 from smallgan.training.speed import apply_speed_options
 from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput
 
@@ -164,9 +164,9 @@ class Trainer:
         adam = dict(betas=tuple(t.betas), eps=t.adam_eps, fused=True)
         self.g_opt = torch.optim.Adam(G.parameters(), lr=t.g_lr, **adam)
         self.d_opt = torch.optim.Adam(D.parameters(), lr=t.d_lr, **adam)
-        fp16 = t.precision == "fp16"
-        self.g_scaler = torch.amp.GradScaler(acc.device.type, enabled=fp16)
-        self.d_scaler = torch.amp.GradScaler(acc.device.type, enabled=fp16)
+        # fp16: dynamic loss scaling per network; fp32 and bf16: a UnitScaler, which only skips non-finite steps.
+        scaler = torch.amp.GradScaler if t.precision == "fp16" else UnitScaler
+        self.g_scaler, self.d_scaler = scaler(acc.device.type), scaler(acc.device.type)
         self.counters = Counters()
         self._resumed_state: dict | None = None
         if resume_path is not None:

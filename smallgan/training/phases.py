@@ -6,14 +6,15 @@ per micro-batch. So the Accelerator keeps ``gradient_accumulation_steps=1``; eac
 by the number of accumulation steps, and all but the last micro-batch run under ``no_sync`` so DDP all-reduces
 gradients once per optimiser step.
 
-Each network has its own GradScaler (fp16 only): D and G gradients differ by orders of magnitude and step at
-different times, and one shared scale would be updated twice per iteration. Accelerate is used for device
-placement, DDP and autocast.
+Each network has its own GradScaler: with fp16, D and G gradients differ by orders of magnitude and step at
+different times, and one shared scale would be updated twice per iteration; with fp32 and bf16 it is a
+:class:`UnitScaler` that only skips non-finite steps. Accelerate is used for device placement, DDP and autocast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -140,6 +141,38 @@ class GANPhases:
                 p.grad = g if p.grad is None else p.grad.add_(g)
 
 
+class UnitScaler(torch.amp.GradScaler):
+    """A GradScaler held at scale 1, for fp32 and bf16 (their range needs no loss scaling).
+
+    Its ``step`` is PyTorch's public way to skip an optimiser step whose gradients are non-finite: a fused
+    optimiser reads the flag on the device, so the skip costs no host sync. Multiplying by 1 is exact, so the
+    updates are those of an unscaled step. Its state is empty, as a disabled scaler's, so checkpoints of fp32
+    and bf16 runs keep their format and load either way.
+    """
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device, init_scale=1.0)
+
+    def update(self, new_scale: float | Tensor | None = None) -> None:
+        super().update(1.0)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+
+def non_finite(params: list[nn.Parameter]) -> Tensor:
+    """A device scalar, 1.0 when a gradient holds inf or NaN. The inf-norm (max |g|) is NaN or inf exactly then,
+    and cannot overflow for finite gradients as a 2-norm's squares could."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device)
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=math.inf)
+    return (~torch.isfinite(norm)).float()
+
+
 def optimizer_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -148,33 +181,25 @@ def optimizer_step(
 ) -> Tensor:
     """Unscale, check, step. Returns a device scalar: 1.0 when the step was skipped (non-finite gradients).
 
-    Gradients are all-reduced before this point, so every process takes the same decision. A fused
-    optimiser reads `found_inf` on the device and leaves weights, moments and its step count untouched when
-    it is set, so neither case costs a host sync (the loop reads the skip counters at log intervals). With
-    fp16, the GradScaler's own check also lowers the scale. Other optimisers fall back to one sync a step.
+    Gradients are all-reduced before this point, so every process takes the same decision. ``scaler.step``
+    skips a step whose unscaled gradients are non-finite; a fused optimiser reads that flag on the device and
+    leaves weights, moments and its step count untouched, so no case costs a host sync (the loop reads the
+    skip counters at log intervals). With fp16 the scaler also lowers its scale. The returned flag is
+    measured here on the same unscaled gradients (public API only). A disabled scaler or an unfused
+    optimiser costs one host sync a step.
     """
-    device = params[0].device
     if scaler.is_enabled():
         scaler.unscale_(optimizer)
-        found_inf = sum(v.float() for v in scaler._found_inf_per_device(optimizer).values()).reshape(())
+        skipped = non_finite(params)
         if before_step is not None:
             before_step()
         scaler.step(optimizer)
         scaler.update()
     else:
-        found_inf = torch.zeros((), device=device)
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch.ones((), device=device))
+        skipped = non_finite(params)
         if before_step is not None:
             before_step()
-        if all(group.get("fused") for group in optimizer.param_groups):
-            optimizer.found_inf, optimizer.grad_scale = found_inf, None
-            try:
-                optimizer.step()
-            finally:
-                del optimizer.found_inf, optimizer.grad_scale
-        elif not found_inf.item():
+        if not skipped.item():
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return found_inf.clamp(max=1.0)
+    return skipped
