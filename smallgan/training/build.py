@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from smallgan.config import Config, TrainConfig
-from smallgan.ema import EMA
+from smallgan.ema import EMA, HalfLife
 from smallgan.layers.spectral_norm import iterate_once_per_step
 from smallgan.registry import build_discriminator, build_generator, capabilities
 from smallgan.training.phases import UnitScaler
@@ -31,7 +31,12 @@ class Parts:
     d_scaler: torch.amp.GradScaler
 
 
-def build_models(cfg: Config, n_classes: int, device: torch.device, world: int,
+def ema_schedule(t: TrainConfig, images_per_step: int) -> HalfLife:
+    """The EMA decay of each iteration, from train.ema_halflife_kimg, ema_rampup and ema_start_kimg."""
+    return HalfLife(t.ema_halflife_kimg, images_per_step, rampup=t.ema_rampup, start_kimg=t.ema_start_kimg)
+
+
+def build_models(cfg: Config, n_classes: int, device: torch.device, world: int, images_per_step: int,
                  note: Callable[[str], None]) -> tuple[nn.Module, nn.Module, EMA]:
     """G, D (one spectral-norm power iteration per optimiser step, not per forward) and G's EMA, on `device`."""
     t = cfg.train
@@ -45,7 +50,7 @@ def build_models(cfg: Config, n_classes: int, device: torch.device, world: int,
     G, D = G.to(device), D.to(device)
     iterate_once_per_step(G)
     iterate_once_per_step(D)
-    ema = EMA(G, t.ema_decay, t.ema_start)
+    ema = EMA(G, ema_schedule(t, images_per_step))
     apply_speed_options(G, D, t, device, note=note)  # after the EMA copy: it keeps the plain forward
     return G, D, ema
 
@@ -65,8 +70,8 @@ def build_scalers(device_type: str, precision: str) -> tuple[torch.amp.GradScale
 
 
 def build_parts(cfg: Config, n_classes: int, device: torch.device, *, world: int, precision: str,
-                note: Callable[[str], None]) -> Parts:
-    G, D, ema = build_models(cfg, n_classes, device, world, note)
+                images_per_step: int, note: Callable[[str], None]) -> Parts:
+    G, D, ema = build_models(cfg, n_classes, device, world, images_per_step, note)
     g_opt, d_opt = build_optimizers(G, D, cfg.train)
     g_scaler, d_scaler = build_scalers(device.type, precision)
     return Parts(G, D, ema, g_opt, d_opt, g_scaler, d_scaler)

@@ -34,7 +34,7 @@ from smallgan.training.evaluation import QualityTracker
 from smallgan.training.events import Reporter, TrainingDiverged, flat_scalars
 from smallgan.training.phases import GANPhases, optimizer_step
 from smallgan.training.state import Counters, TrainState, resume_path
-from smallgan.training.stopping import Stopping
+from smallgan.training.stopping import Stopping, limit_reached, planned_steps
 from smallgan.training.stats import MetricsLog
 
 # Re-exported: callers import them from here.
@@ -97,8 +97,9 @@ class Trainer:
         self.rank, self.world = acc.process_index, acc.num_processes
         self.plan = plan_batches(cfg, self.world)
         self.accumulation, self.micro_batch = self.plan.accumulation, self.plan.micro_batch
-        # Real images through D per iteration: the unit of kimg in the logs.
+        # Real images through D per iteration: the unit of kimg (logs, train.max_kimg, the EMA half-life).
         self.images_per_step = self.plan.batch * t.d_steps
+        self.total_steps = planned_steps(t, self.images_per_step)
         self.augment = DiffAugment(t.diffaug)
         note = self.plan.describe(cfg, self.world)
         if note:
@@ -114,7 +115,7 @@ class Trainer:
         cfg.model.n_classes = self.n_classes
 
         self.parts = parts = build_parts(cfg, self.n_classes, acc.device, world=self.world, precision=self.precision,
-                                         note=self._note)
+                                         images_per_step=self.images_per_step, note=self._note)
         G, D, self.ema = parts.G, parts.D, parts.ema
         self.state = TrainState(parts, acc, self.run_dir, self.console)
         self._resumed_state: dict | None = None
@@ -219,16 +220,16 @@ class Trainer:
         return losses
 
     def run(self) -> Counters:
-        """Train to train.max_steps or a stop request, then checkpoint; returns the counters."""
+        """Train to train.max_steps / max_kimg or a stop request, then checkpoint; returns the counters."""
         c = self.counters
         self._start()
         keys = ["d_loss", "g_loss"] + (["d_recon"] if self.phases.perceptual is not None else [])
-        report = Reporter(self.cfg, self.state, console=self.console, total_steps=self.cfg.train.max_steps,
+        report = Reporter(self.cfg, self.state, console=self.console, total_steps=self.total_steps,
                           images_per_step=self.images_per_step, loss_keys=keys, networks=(self.G, self.D))
         t_start, elapsed0 = time.perf_counter(), c.elapsed
         stop_reason = None
         with Stopping(self.cfg.train.max_minutes, self.accelerator) as stopping, report:
-            while c.step < self.cfg.train.max_steps:
+            while c.step < self.total_steps:
                 losses = self.train_iteration()
                 c.elapsed = elapsed0 + time.perf_counter() - t_start
                 at_log = report.iteration(losses)
@@ -236,7 +237,7 @@ class Trainer:
                 stop_reason = stopping.reason(check_now=at_log)
                 if stop_reason:
                     break
-        self._finish(stop_reason or f"reached train.max_steps={self.cfg.train.max_steps}")
+        self._finish(stop_reason or limit_reached(self.cfg.train, c.step))
         return c
 
     def _start(self) -> None:
@@ -259,7 +260,7 @@ class Trainer:
             self.write_samples()
         if t.eval_every and c.step % t.eval_every == 0:
             self.evaluate(log)
-        if t.ckpt_every and c.step % t.ckpt_every == 0 and c.step < t.max_steps:
+        if t.ckpt_every and c.step % t.ckpt_every == 0 and c.step < self.total_steps:
             self.save_checkpoint()
 
     def evaluate(self, log: MetricsLog | None) -> None:
