@@ -35,10 +35,11 @@ def _patch(variant: str) -> None:
     """Reinstate the behaviour a change replaced (child process only)."""
     import torch
 
+    import smallgan.training.build as build
     import smallgan.training.loop as loop
 
     if variant == "sn-per-forward":
-        loop.iterate_once_per_step = lambda module: None
+        build.iterate_once_per_step = lambda module: None
         loop.power_iteration_ = lambda module: None
     elif variant == "unfused-adam":
         adam = torch.optim.Adam

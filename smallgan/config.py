@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import sys
 import types
 import typing
@@ -64,15 +66,19 @@ class TrainConfig:
     loss: str = "hinge"               # hinge | fastgan-hinge (randomised real margin)
     ortho_beta: float = 1e-4          # G orthogonal regularisation strength; 0 = off (paper: 1e-4)
     r1_gamma: float = 0.0             # R1 penalty on D (gamma/2 * E||grad D(x)||^2); 0 = off
-    ema_decay: float = 0.9999         # EMA of G weights
-    ema_start: int = 20000            # step at which the EMA starts averaging (before: a copy of G)
+    # EMA of G's weights (BigGAN appendix B) in images, as StyleGAN2-ADA/EDM: a weight's share halves every
+    # ema_halflife_kimg x 1000 real images through D (batch x d_steps per iteration: the logs' kimg).
+    ema_halflife_kimg: float = 887.18 # the paper's 0.9999 per iteration at batch 64 x 2 D steps
+    ema_rampup: float = 0.0           # half-life at most ema_rampup x the images so far (EDM: 0.05); 0 = off
+    ema_start_kimg: float = 2560.0    # the EMA copies G until then (the authors: iteration 20k); 0 = from the start
     diffaug: str = ""                 # DiffAugment policy, e.g. "color,translation,cutout"; "" = off
     # Mixed precision through Accelerate: auto | no | fp16 | bf16. auto = what Accelerate is configured for
     # (accelerate launch --mixed_precision, accelerate config), else bf16 on GPUs with native bf16, fp16 on
     # older GPUs, no on CPU (smallgan/device.py); an explicit value wins.
     precision: str = "auto"
     sync_bn: bool = False             # SyncBatchNorm for G on several GPUs (CUDA only)
-    max_steps: int = 1000             # G updates
+    max_steps: int = 1000             # G updates (iterations); 0 = no limit when max_kimg is set
+    max_kimg: float = 0.0             # thousands of real images through D; 0 = off. Both: whichever comes first
     max_minutes: float = 0.0          # stop (with a checkpoint) after this wall time; 0 = no limit
     max_bad_steps: int = 10           # consecutive non-finite steps before the run stops
     log_every: int = 10
@@ -146,9 +152,8 @@ def _read_recipe(recipe: str) -> tuple[dict[str, Any], str]:
     else:
         res = resources.files("smallgan.recipes") / f"{recipe}.toml"
         if not res.is_file():
-            raise ConfigError(
-                f"unknown recipe {recipe!r}; built-in recipes: {', '.join(recipe_names())} (or pass a .toml path)"
-            )
+            raise ConfigError(f"unknown recipe {recipe!r}; built-in recipes: {', '.join(recipe_names())} "
+                              "(or pass a .toml path)")
         text, name = res.read_text(), recipe
     try:
         return tomllib.loads(text), name
@@ -165,6 +170,7 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
         _apply_dict(cfg, data, prefix="")
     for item in overrides:
         apply_override(cfg, item)
+    _convert_deprecated(cfg, announce=True)
     validate(cfg)
     return cfg
 
@@ -173,6 +179,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config saved with :meth:`Config.to_dict` (checkpoints); strict like recipes."""
     cfg = Config()
     _apply_dict(cfg, data, prefix="")
+    _convert_deprecated(cfg, announce=False)  # a saved config's keys are not the user's to change
     return cfg
 
 
@@ -227,7 +234,17 @@ def _apply_dict(cfg: Config, data: dict[str, Any], prefix: str) -> None:
             _set_field(section, key, v, f"{name}.{key}")
 
 
+# Per-iteration EMA keys of [train] that settings in images replaced: still read (old recipes, --set, saved
+# configs) and converted once batch and d_steps are final; of an old key and its replacement, the later one wins.
+DEPRECATED = {"ema_decay": ("ema_halflife_kimg", float), "ema_start": ("ema_start_kimg", int)}
+REPLACED = {new: old for old, (new, _) in DEPRECATED.items()}
+
+
 def _set_field(section: Any, name: str, value: Any, key: str) -> None:
+    if isinstance(section, TrainConfig) and name in DEPRECATED:
+        vars(section).setdefault("_deprecated", {})[name] = _coerce(value, DEPRECATED[name][1], key)
+        return
+    vars(section).get("_deprecated", {}).pop(REPLACED.get(name), None)
     hints = typing.get_type_hints(type(section))
     if name not in hints:
         known = ", ".join(f.name for f in dataclasses.fields(section))
@@ -274,6 +291,25 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     raise ConfigError(f"{key} must be {typ.__name__}, got {value!r}")
 
 
+def _convert_deprecated(cfg: Config, announce: bool) -> None:
+    """Deprecated per-iteration EMA keys in kimg, with a note each: an iteration is batch x d_steps real images."""
+    t, notes = cfg.train, []
+    old, per_iter = vars(t).pop("_deprecated", {}), t.batch * t.d_steps
+    if "ema_decay" in old:
+        if not 0.0 <= (decay := old["ema_decay"]) < 1.0:
+            raise ConfigError(f"train.ema_decay must be in [0, 1), got {decay}")
+        # decay = 0.5 ** (images per iteration / half-life in images), solved for the half-life.
+        t.ema_halflife_kimg = per_iter * math.log(0.5) / math.log(decay) / 1000 if decay else 0.0
+        notes.append(f"train.ema_decay={decay:g} is deprecated: use train.ema_halflife_kimg={t.ema_halflife_kimg:.4g}"
+                     f" (batch {t.batch} x d_steps {t.d_steps} x ln 0.5 / ln {decay:g} / 1000)")
+    if "ema_start" in old:
+        t.ema_start_kimg = old["ema_start"] * per_iter / 1000
+        notes.append(f"train.ema_start={old['ema_start']} is deprecated: use train.ema_start_kimg={t.ema_start_kimg:g}"
+                     f" (iterations x batch {t.batch} x d_steps {t.d_steps} / 1000)")
+    for note in notes if announce and os.environ.get("RANK", "0") == "0" else []:  # once per launch
+        print(f"note: {note}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation: impossible combinations are refused before any heavy work.
 
@@ -291,20 +327,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.ch must be > 0 and model.d_ch >= 0 (0 = same as ch)")
     if m.n_classes < 0:
         raise ConfigError("model.n_classes must be >= 0 (0 = from the dataset, 1 = unconditional)")
-    if t.precision not in PRECISIONS:
-        raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
-    if cfg.data.flip not in FLIPS:
-        raise ConfigError(f"data.flip must be one of {', '.join(FLIPS)}, got {cfg.data.flip!r}")
-    if t.loss not in D_LOSSES:
-        raise ConfigError(f"train.loss must be one of {', '.join(D_LOSSES)}, got {t.loss!r}")
+    for key, value, allowed in (("train.precision", t.precision, PRECISIONS), ("data.flip", cfg.data.flip, FLIPS),
+                                ("train.loss", t.loss, D_LOSSES)):
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
     if t.micro_batch <= 0 or t.batch <= 0:
         raise ConfigError("train.batch and train.micro_batch must be > 0")
     if t.d_steps < 1:
         raise ConfigError("train.d_steps must be >= 1")
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
-    if not 0.0 <= t.ema_decay < 1.0:
-        raise ConfigError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
+    if min(t.ema_halflife_kimg, t.ema_rampup, t.ema_start_kimg, t.max_kimg) < 0 or t.max_steps < 0:
+        raise ConfigError("train.ema_halflife_kimg, ema_rampup, ema_start_kimg, max_kimg and max_steps must be >= 0")
     if t.keep_ckpts < 1:
         raise ConfigError("train.keep_ckpts must be >= 1")
     if t.recon_weight < 0 or t.r1_gamma < 0 or t.ortho_beta < 0:
@@ -357,10 +391,8 @@ def plan_batches(cfg: Config, num_processes: int) -> BatchPlan:
     process accumulating micro-batches of the largest size <= train.micro_batch that divides its share."""
     t = cfg.train
     if t.batch < num_processes:
-        raise ConfigError(
-            f"train.batch={t.batch} is smaller than the {num_processes} processes (each needs at least one image "
-            f"per step); set train.batch to at least {num_processes}"
-        )
+        raise ConfigError(f"train.batch={t.batch} is smaller than the {num_processes} processes (each needs at least "
+                          f"one image per step); set train.batch to at least {num_processes}")
     share = t.batch // num_processes
     micro = max(m for m in range(1, min(t.micro_batch, share) + 1) if share % m == 0)
     return BatchPlan(batch=share * num_processes, micro_batch=micro, accumulation=share // micro)

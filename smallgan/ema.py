@@ -4,6 +4,8 @@ preparation that makes the averaged weights a generator one can sample from."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -11,18 +13,46 @@ from torch import nn
 from smallgan.layers.spectral_norm import converge_power_iteration_
 
 
+@dataclass(frozen=True)
+class HalfLife:
+    """EMA decay per iteration from a half-life in images (StyleGAN2-ADA's ema_kimg and ema_rampup; EDM's
+    ema_halflife_kimg): the averaging horizon stays put when the batch or the number of processes changes.
+
+    With n images per iteration, decay = 0.5 ** (n / halflife), the half-life in images being
+    ``min(halflife_kimg x 1000, images so far x rampup)`` when `rampup` is set: early in a run, whose weights
+    move fast, the average then spans a fixed share of the run instead of averaging in stale weights. Until
+    `start_kimg` the average is a copy of G (decay 0), as the BigGAN authors start averaging at 20k iterations.
+    """
+
+    halflife_kimg: float
+    images_per_step: int      # real images through D per iteration (batch x d_steps), the unit of kimg
+    rampup: float = 0.0       # 0 = off
+    start_kimg: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        """The decay of the update that completes iteration `step` (1 for the first)."""
+        images = step * self.images_per_step
+        if images < round(self.start_kimg * 1000):
+            return 0.0
+        halflife = self.halflife_kimg * 1000
+        if self.rampup > 0:
+            halflife = min(halflife, images * self.rampup)
+        return 0.5 ** (self.images_per_step / max(halflife, 1e-8))
+
+
 class EMA:
     """Keeps `shadow`, an averaged copy of a model.
 
     Before `start` steps the shadow simply copies the model (averaging the first, fast-moving weights
     only slows convergence: the authors start at 20k iterations). After it, parameters follow
-    ``shadow = decay * shadow + (1 - decay) * param``. Buffers (spectral-norm vectors, BatchNorm statistics)
+    ``shadow = decay * shadow + (1 - decay) * param``, `decay` being a number or a function of the step
+    (:class:`HalfLife`; a decay of 0 copies too). Buffers (spectral-norm vectors, BatchNorm statistics)
     are copied from the model: they were computed for the model's weights, not the averaged ones, so the
     shadow is only a store of averaged weights; :func:`prepare_for_sampling` gives it its own vectors and
     statistics before anything samples from it.
     """
 
-    def __init__(self, model: nn.Module, decay: float, start: int = 0) -> None:
+    def __init__(self, model: nn.Module, decay: float | Callable[[int], float], start: int = 0) -> None:
         self.decay = decay
         self.start = start
         self.shadow = copy.deepcopy(model).eval().requires_grad_(False)
@@ -31,11 +61,12 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         params = [p for p in model.parameters()]
         shadow_params = [p for p in self.shadow.parameters()]
-        if step < self.start:
+        decay = self.decay(step) if callable(self.decay) else self.decay
+        if step < self.start or decay == 0.0:
             torch._foreach_copy_(shadow_params, params)
         else:
             # lerp(shadow, p, 1 - decay) == decay * shadow + (1 - decay) * p, fused over all tensors.
-            torch._foreach_lerp_(shadow_params, params, 1.0 - self.decay)
+            torch._foreach_lerp_(shadow_params, params, 1.0 - decay)
         for b_shadow, b in zip(self.shadow.buffers(), model.buffers()):
             b_shadow.copy_(b)
 

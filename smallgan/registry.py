@@ -18,6 +18,21 @@ from smallgan.models.config import ModelConfig
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """How the training loop drives an architecture's D: declared at registration, never probed on modules."""
+
+    # D(x, y, n_real=k) is told that the first k images are real: its BatchNorm sees reals and fakes as separate
+    # batches, and it returns (logits, (decoded, target) pairs for the reals) (FastGAN, sec. 3.2).
+    splits_real_fake: bool = False
+    # D decodes real images: the loop adds FastGAN's reconstruction loss (LPIPS) to D's objective.
+    reconstructs: bool = False
+
+
+def _plain(cfg: ModelConfig) -> Capabilities:
+    return Capabilities()
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: str
     generator: Callable[[ModelConfig], nn.Module]       # built from a config whose n_classes >= 1
@@ -25,6 +40,8 @@ class Architecture:
     resolutions: tuple[int, ...]
     check: Callable[[ModelConfig], None] | None = None  # raises ConfigError for impossible settings
     description: str = ""
+    # A function of the config, as ablation switches remove parts (FastGAN's model.decoder=false).
+    capabilities: Callable[[ModelConfig], Capabilities] = _plain
 
 
 _ARCHITECTURES: dict[str, Architecture] = {}
@@ -58,6 +75,7 @@ register(Architecture(
     resolutions=fastgan.RESOLUTIONS,
     check=fastgan.check,
     description="FastGAN (Liu et al. 2021): GLU up-blocks, skip-layer excitation, self-supervised D (64-1024 px)",
+    capabilities=lambda cfg: Capabilities(splits_real_fake=True, reconstructs=cfg.decoder),
 ))
 
 
@@ -75,6 +93,21 @@ def resolved(cfg: ModelConfig, n_classes: int | None = None) -> ModelConfig:
     """A copy with n_classes filled in (from the dataset when the recipe says 0) and d_ch resolved."""
     n = cfg.n_classes or n_classes or 1
     return dataclasses.replace(cfg, n_classes=n, d_ch=cfg.d_ch or cfg.ch)
+
+
+def capabilities(cfg: ModelConfig) -> Capabilities:
+    """What the architecture of `cfg` declares for the training loop (see :class:`Capabilities`)."""
+    return get_architecture(cfg.arch).capabilities(resolved(cfg))
+
+
+def capabilities_of(module: nn.Module) -> Capabilities:
+    """The capabilities of the registered architecture whose G or D class built `module`, under its default
+    config (plain ones for unregistered modules): for code handed bare modules, such as GANPhases in tests."""
+    for arch in _ARCHITECTURES.values():
+        classes = tuple(c for c in (arch.generator, arch.discriminator) if isinstance(c, type))
+        if classes and isinstance(module, classes):
+            return arch.capabilities(resolved(ModelConfig(arch=arch.name)))
+    return Capabilities()
 
 
 def check_model_config(cfg: ModelConfig) -> None:

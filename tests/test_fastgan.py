@@ -229,7 +229,8 @@ def test_recipes_and_config_checks() -> None:
     cfg = load_config("fastgan-anime256")
     t = cfg.train
     assert (cfg.model.arch, cfg.model.resolution, cfg.model.z_dim, t.loss) == ("fastgan", 256, 256, "fastgan-hinge")
-    assert (t.g_lr, t.d_lr, t.betas, t.batch, t.ema_decay, t.ema_start) == (2e-4, 2e-4, [0.5, 0.999], 8, 0.999, 0)
+    assert (t.g_lr, t.d_lr, t.betas, t.batch, t.ema_start_kimg) == (2e-4, 2e-4, [0.5, 0.999], 8, 0)
+    assert 0.5 ** (t.batch * t.d_steps / (t.ema_halflife_kimg * 1000)) == pytest.approx(0.999, abs=1e-7)  # per step
     with pytest.raises(ConfigError, match="model.n_classes=1"):
         load_config("fastgan-tiny64", ["model.n_classes=3"])
     with pytest.raises(ConfigError, match="model.n_classes=1"):

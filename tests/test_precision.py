@@ -182,6 +182,7 @@ def test_the_trainer_uses_accelerates_mixed_precision_and_records_it(tmp_path, m
     import json
 
     from smallgan.training.loop import Trainer
+    from smallgan.training.phases import UnitScaler
 
     monkeypatch.setenv(dev.ACCELERATE_ENV, "bf16")
     cfg = load_config("tiny-cpu", ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=4",
@@ -190,7 +191,7 @@ def test_the_trainer_uses_accelerates_mixed_precision_and_records_it(tmp_path, m
     assert cfg.train.precision == "auto"
     trainer = Trainer(cfg)
     assert trainer.precision == "bf16" and trainer.accelerator.mixed_precision == "bf16"
-    assert not trainer.g_scaler.is_enabled() and not trainer.d_scaler.is_enabled()   # scalers are for fp16 only
+    assert all(isinstance(s, UnitScaler) for s in (trainer.parts.g_scaler, trainer.parts.d_scaler))   # scalers are for fp16 only
     trainer.run()
     assert "precision bf16 (auto: from Accelerate, ACCELERATE_MIXED_PRECISION=bf16)" in capsys.readouterr().err
     assert json.loads((trainer.run_dir / "config.json").read_text())["train"]["precision"] == "bf16"
@@ -212,15 +213,16 @@ def test_accelerate_runs_on_the_cpu_when_told_or_when_processes_have_no_gpu(monk
 def test_fused_adam_is_asked_of_pytorch_and_the_foreach_one_skips_bad_steps_too(tmp_path, monkeypatch, capsys):
     assert dev.fused_adam_supported(CPU)                                  # torch >= 2.4
     assert not dev.fused_adam_supported(torch.device("meta"))             # no fused kernel there: asked, not assumed
+    import smallgan.training.build as build
     import smallgan.training.loop as loop
 
-    monkeypatch.setattr(loop, "fused_adam_supported", lambda device: False)
+    monkeypatch.setattr(build, "fused_adam_supported", lambda device: False)
     cfg = load_config("tiny-cpu", ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=4",
                                    "train.micro_batch=4", "train.sv_every=0", "sample.n=4",
                                    f"train.out_dir={tmp_path}"])
     trainer = loop.Trainer(cfg)
     assert "no fused Adam" in capsys.readouterr().err
-    assert not any(g.get("fused") for g in trainer.d_opt.param_groups)
+    assert not any(g.get("fused") for g in trainer.parts.d_opt.param_groups)
     trainer.train_iteration()
     before = {k: v.clone() for k, v in trainer.D.named_parameters()}
     forward = trainer.D.forward

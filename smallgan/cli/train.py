@@ -19,6 +19,9 @@ def train_command(
         None, "--resume", help="Continue the run: alone for its latest checkpoint, or a checkpoint folder."
     ),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many G steps."),
+    max_kimg: Optional[float] = typer.Option(
+        None, "--max-kimg", help="Stop after this many thousand real images through D (with --max-steps: the first)."
+    ),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this."),
     precision: Optional[str] = typer.Option(
         None, "--precision", help="auto (Accelerate's setting, else bf16 on GPUs with native bf16, fp16 on older "
@@ -35,7 +38,7 @@ def train_command(
 ) -> None:
     """Train BigGAN on a prepared dataset (any device; DDP when launched with accelerate/torchrun)."""
     cfg = config_from_options(recipe, sets, {
-        "data.path": data, "train.name": name, "train.max_steps": max_steps,
+        "data.path": data, "train.name": name, "train.max_steps": max_steps, "train.max_kimg": max_kimg,
         "train.max_minutes": max_minutes, "train.precision": precision, "train.lpips_weights": lpips_weights,
         "train.log_with": log_with,
     })

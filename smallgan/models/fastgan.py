@@ -20,7 +20,7 @@ Where this differs from the authors' code, on purpose:
 - Small sizes: the small branch and the decoders work at R / 2 below 256 px (the code had no 128 px D at all).
 - Resizes average (area) instead of picking nearest pixels.
 - D's BatchNorm sees real and fake images as separate batches, as in the code's two D calls: the loop passes
-  ``n_real`` (see ``splits_real_fake``).
+  ``n_real`` (the registration declares ``Capabilities(splits_real_fake=True)``, smallgan.registry).
 Ablations (Table 3 of the paper): ``model.sle=false`` removes every SLE link (G and D), ``model.decoder=false``
 removes the decoders and with them the reconstruction loss.
 """
@@ -150,8 +150,6 @@ class Discriminator(nn.Module):
     target)`` images for the reals ([] without decoders).
     """
 
-    splits_real_fake = True    # the training loop passes n_real (smallgan.training.phases)
-
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         check(cfg)
@@ -205,7 +203,7 @@ class Discriminator(nn.Module):
 
     @property
     def reconstructs(self) -> bool:
-        """Whether the decoders exist (the loop then needs a perceptual loss)."""
+        """Whether the decoders exist (model.decoder; the registry declares it to the loop as a capability)."""
         return len(self.decoders) > 0
 
     def branches(self, x: Tensor) -> tuple[Tensor, dict[int, Tensor], Tensor]:

@@ -8,10 +8,16 @@ exactly the same batches, and processes see disjoint shards.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
+from rich.console import Console
 from torch import Tensor
 
+from smallgan.config import Config, ConfigError
 from smallgan.data import random_flip, to_float
 from smallgan.errors import SmallganError
 
@@ -92,3 +98,51 @@ class RealStream:
         if self.flip:
             x = random_flip(x)
         return x.contiguous(memory_format=self.memory_format), y
+
+
+def resolve_flip(setting: str, data_path: Path | None) -> bool:
+    """data.flip: "true" / "false", or "dataset": what `smallgan prepare --flip` recorded (off when nothing)."""
+    if setting != "dataset":
+        return setting == "true"
+    from data_tools.prepare import read_meta
+
+    return bool((read_meta(data_path) or {}).get("flip", False)) if data_path is not None else False
+
+
+@dataclass
+class RealData:
+    """A run's real images as this process streams them, and what the run takes from the dataset."""
+
+    stream: RealStream
+    class_names: list[str]   # [] when the run is unconditional
+    n_classes: int           # model.n_classes, from the dataset when the recipe says 0
+    path: Path | None        # the prepared dataset folder; None for a set passed in memory
+
+
+def load_real_data(cfg: Config, accelerator: Any, console: Console, dataset: Any = None) -> RealData:
+    """cfg.data.path prepared once (main process first), or `dataset` (``.images`` uint8, ``.labels``,
+    ``.class_names``) as given, held in memory as uint8 and sharded over the processes."""
+    from smallgan.data import load_prepared, resolve_dataset
+
+    if dataset is None:
+        with accelerator.main_process_first():
+            data_path = resolve_dataset(cfg.data.path, cfg.model.resolution, console=console,
+                                        workers=cfg.data.workers)
+        dataset = load_prepared(data_path, resolution=cfg.model.resolution)
+    else:
+        data_path = None
+    class_names = list(dataset.class_names)
+    n_data_classes = max(len(class_names), 1)
+    if cfg.model.n_classes not in (0, 1) and cfg.model.n_classes != n_data_classes:
+        raise ConfigError(
+            f"model.n_classes={cfg.model.n_classes} but the dataset {data_path} has {n_data_classes} classes; "
+            "set model.n_classes=0 (from the data) or 1 (unconditional)"
+        )
+    n_classes = cfg.model.n_classes or n_data_classes
+    labels = dataset.labels if n_classes > 1 else torch.zeros_like(dataset.labels)
+    stream = RealStream(
+        dataset.images, labels, rank=accelerator.process_index, world=accelerator.num_processes,
+        seed=cfg.train.seed, flip=resolve_flip(cfg.data.flip, data_path), device=accelerator.device,
+        on_device=cfg.data.on_device, channels_last=cfg.train.channels_last,
+    )
+    return RealData(stream, class_names if n_classes > 1 else [], n_classes, data_path)

@@ -1,20 +1,20 @@
 """One optimiser step of D and of G, each accumulated over its own micro-batches.
 
 Accumulation is driven here rather than by ``accelerator.accumulate``: BigGAN's D and G phases have separate
-micro-batch loops, and ``accumulate`` keeps one step counter per Accelerator, so entering it once per network
-would advance that counter twice per micro-batch and sync gradients at the wrong micro-batches. So the
-Accelerator keeps ``gradient_accumulation_steps=1``; each micro-batch loss is divided by the number of
-accumulation steps, and all but the last micro-batch run under ``no_sync`` so DDP all-reduces gradients once per
-optimiser step.
+micro-batch loops, and entering Accelerate's context once per network would advance its shared counter twice
+per micro-batch. So the Accelerator keeps ``gradient_accumulation_steps=1``; each micro-batch loss is divided
+by the number of accumulation steps, and all but the last micro-batch run under ``no_sync`` so DDP all-reduces
+gradients once per optimiser step.
 
-Each network has its own GradScaler (fp16 only): D and G gradients differ by orders of magnitude and step at
-different times, and one shared scale would be updated twice per iteration. Accelerate is used for device
-placement, DDP and autocast.
+Each network has its own GradScaler: with fp16, D and G gradients differ by orders of magnitude and step at
+different times, and one shared scale would be updated twice per iteration; with fp32 and bf16 it is a
+:class:`UnitScaler` that only skips non-finite steps. Accelerate is used for device placement, DDP and autocast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from smallgan.augment import DiffAugment
 from smallgan.latents import sample_latents
 from smallgan.losses import D_LOSSES, g_hinge, r1_penalty
+from smallgan.registry import capabilities_of
 from smallgan.regularizers import orthogonal_regularization
 
 
@@ -42,14 +43,15 @@ class GANPhases:
     ortho_beta: float = 0.0
     perceptual: nn.Module | None = None   # LPIPS, for a D that reconstructs real images (FastGAN)
     recon_weight: float = 1.0
+    # D is told how many leading images are real (registry.Capabilities); None: as D's architecture registers.
+    splits_real_fake: bool | None = None
 
     def __post_init__(self) -> None:
         self.d_loss = D_LOSSES[self.d_loss_name]
         self.z_dim: int = self.G_raw.z_dim
         self.n_classes: int = self.G_raw.n_classes
-        # A D with `splits_real_fake` (FastGAN's) is told how many leading images are real: its BatchNorm then
-        # sees reals and fakes as separate batches, and it returns (decoded, target) pairs for the reals.
-        self.splits_real_fake = bool(getattr(self.D_raw, "splits_real_fake", False))
+        if self.splits_real_fake is None:
+            self.splits_real_fake = capabilities_of(self.D_raw).splits_real_fake
         self.last_recon: Tensor | None = None  # mean reconstruction loss of the last D step, for the logs
 
     def _sync_context(self, model: nn.Module, micro_index: int) -> contextlib.AbstractContextManager:
@@ -139,6 +141,38 @@ class GANPhases:
                 p.grad = g if p.grad is None else p.grad.add_(g)
 
 
+class UnitScaler(torch.amp.GradScaler):
+    """A GradScaler held at scale 1, for fp32 and bf16 (their range needs no loss scaling).
+
+    Its ``step`` is PyTorch's public way to skip an optimiser step whose gradients are non-finite: a fused
+    optimiser reads the flag on the device, so the skip costs no host sync. Multiplying by 1 is exact, so the
+    updates are those of an unscaled step. Its state is empty, as a disabled scaler's, so checkpoints of fp32
+    and bf16 runs keep their format and load either way.
+    """
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device, init_scale=1.0)
+
+    def update(self, new_scale: float | Tensor | None = None) -> None:
+        super().update(1.0)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
+
+def non_finite(params: list[nn.Parameter]) -> Tensor:
+    """A device scalar, 1.0 when a gradient holds inf or NaN. The inf-norm (max |g|) is NaN or inf exactly then,
+    and cannot overflow for finite gradients as a 2-norm's squares could."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device)
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=math.inf)
+    return (~torch.isfinite(norm)).float()
+
+
 def optimizer_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -147,33 +181,25 @@ def optimizer_step(
 ) -> Tensor:
     """Unscale, check, step. Returns a device scalar: 1.0 when the step was skipped (non-finite gradients).
 
-    Gradients are all-reduced before this point, so every process takes the same decision. A fused
-    optimiser reads `found_inf` on the device and leaves weights, moments and its step count untouched when
-    it is set, so neither case costs a host sync (the loop reads the skip counters at log intervals). With
-    fp16, the GradScaler's own check also lowers the scale. Other optimisers fall back to one sync a step.
+    Gradients are all-reduced before this point, so every process takes the same decision. ``scaler.step``
+    skips a step whose unscaled gradients are non-finite; a fused optimiser reads that flag on the device and
+    leaves weights, moments and its step count untouched, so no case costs a host sync (the loop reads the
+    skip counters at log intervals). With fp16 the scaler also lowers its scale. The returned flag is
+    measured here on the same unscaled gradients (public API only). A disabled scaler or an unfused
+    optimiser costs one host sync a step.
     """
-    device = params[0].device
     if scaler.is_enabled():
         scaler.unscale_(optimizer)
-        found_inf = sum(v.float() for v in scaler._found_inf_per_device(optimizer).values()).reshape(())
+        skipped = non_finite(params)
         if before_step is not None:
             before_step()
         scaler.step(optimizer)
         scaler.update()
     else:
-        found_inf = torch.zeros((), device=device)
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found_inf, torch.ones((), device=device))
+        skipped = non_finite(params)
         if before_step is not None:
             before_step()
-        if all(group.get("fused") for group in optimizer.param_groups):
-            optimizer.found_inf, optimizer.grad_scale = found_inf, None
-            try:
-                optimizer.step()
-            finally:
-                del optimizer.found_inf, optimizer.grad_scale
-        elif not found_inf.item():
+        if not skipped.item():
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return found_inf.clamp(max=1.0)
+    return skipped

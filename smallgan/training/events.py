@@ -1,0 +1,109 @@
+"""What a run reports between iterations: loss averages, img/s and the top singular values of G and D every
+train.log_every iterations, to ``metrics.jsonl``, the Accelerate trackers and the console, after checking that
+the run has not diverged. Losses and skip counters stay on the device in between, so these log intervals are
+the loop's only regular host syncs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from smallgan import checkpoint as ckpt
+from smallgan.config import Config
+from smallgan.errors import SmallganError
+from smallgan.layers.spectral_norm import top_singular_values
+from smallgan.training.state import TrainState
+from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput
+
+
+class TrainingDiverged(SmallganError):
+    """Too many consecutive non-finite steps; the last good checkpoint is left as it was."""
+
+
+class Reporter:
+    """Log intervals of one training session; `log` is None on all processes but the main one."""
+
+    def __init__(self, cfg: Config, state: TrainState, *, console: Console, total_steps: int, images_per_step: int,
+                 loss_keys: list[str], networks: tuple[nn.Module, nn.Module]) -> None:
+        self.t, self.state, self.console = cfg.train, state, console
+        self.accelerator, self.run_dir, self.is_main = state.accelerator, state.run_dir, state.is_main
+        self.total_steps, self.images_per_step = total_steps, images_per_step
+        self.G, self.D = networks
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl") if self.is_main else None
+        self.progress = ProgressLine(console, total_steps, state.counters.step, enabled=self.is_main)
+        self.spikes, self.speed = SpikeDetector(), Throughput()
+        self.sums = {k: torch.zeros((), device=self.accelerator.device) for k in loss_keys}
+        self.since_log = 0
+
+    def __enter__(self) -> Reporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.close()
+        if self.log is not None:
+            self.log.close()
+
+    def iteration(self, losses: dict[str, Tensor]) -> bool:
+        """Account for the iteration just done and report at a log interval; returns whether it was one."""
+        t, c = self.t, self.state.counters
+        for k, v in self.sums.items():
+            v += losses[k]
+        self.since_log += 1
+        self.speed.add(self.images_per_step)
+        if not (c.step % t.log_every == 0 or c.step == self.total_steps):
+            self.progress.update(c.step, "", log_line=False)
+            return False
+        # Skipped steps never touched the weights; the streak is read here, not every step.
+        if self.state.sync().bad_streak >= t.max_bad_steps:
+            raise TrainingDiverged(
+                f"{c.bad_streak} consecutive steps with non-finite gradients at step {c.step}; "
+                f"stopped. Last good checkpoint: {ckpt.latest_checkpoint(self.run_dir) or 'none'}. "
+                "Lower the learning rates, or use train.precision=bf16 instead of fp16"
+            )
+        record: dict[str, Any] = {k: (v / self.since_log).item() for k, v in self.sums.items()}
+        # img/s counts real images through D (batch x d_steps per iteration), like kimg.
+        record.update(step=c.step, kimg=c.step * self.images_per_step / 1000, img_s=self.speed.rate(),
+                      seconds=round(c.elapsed, 2), skipped_d=c.skipped_d, skipped_g=c.skipped_g)
+        for v in self.sums.values():
+            v.zero_()
+        self.since_log = 0
+        if t.sv_every and c.step % t.sv_every == 0:
+            record.update(self._singular_values())
+        if self.log is not None:
+            self.log.write(record)
+        if t.log_with:
+            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=c.step)
+        self.progress.update(
+            c.step, f"d {record['d_loss']:.3f} g {record['g_loss']:.3f} {record['img_s']:.1f} img/s", log_line=True
+        )
+        return True
+
+    def _singular_values(self) -> dict[str, Any]:
+        values = {f"G.{k}": v for k, v in top_singular_values(self.G).items()}
+        values.update({f"D.{k}": v for k, v in top_singular_values(self.D).items()})
+        jumped = self.spikes.update(values)
+        if jumped and self.is_main:
+            self.console.print(
+                f"[yellow]warning:[/] top singular value jumped in {', '.join(jumped[:4])} at step "
+                f"{self.state.counters.step}: BigGAN's sign of imminent collapse (keep the last checkpoints)"
+            )
+        return {"sv_G_max": max((v for k, v in values.items() if k.startswith("G.")), default=0.0),
+                "sv_D_max": max((v for k, v in values.items() if k.startswith("D.")), default=0.0),
+                "sv": values}
+
+
+def flat_scalars(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as the flat scalar dict trackers take (``train.batch``: 64)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flat_scalars(v, key + "."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
