@@ -94,7 +94,6 @@ class Trainer:
         self.accumulation, self.micro_batch = self.plan.accumulation, self.plan.micro_batch
         # Real images through D per iteration: the unit of kimg (logs, train.max_kimg, the EMA half-life).
         self.images_per_step = self.plan.batch * t.d_steps
-        self.total_steps = planned_steps(t, self.images_per_step)
         self.augment = DiffAugment(t.diffaug)
         if choice.note:
             self._note(choice.note)
@@ -146,6 +145,11 @@ class Trainer:
     @property
     def counters(self) -> Counters:
         return self.state.counters
+
+    @property
+    def total_steps(self) -> int:
+        """Iterations the run trains in all: train.max_steps, or fewer when train.max_kimg comes first."""
+        return planned_steps(self.cfg.train, self.images_per_step)
 
     def sync_counters(self) -> Counters:
         """Copy the device-side skip counters into `counters` (a host sync: log intervals and checkpoints)."""
@@ -214,12 +218,13 @@ class Trainer:
         c = self.counters
         self._start()
         keys = ["d_loss", "g_loss"] + (["d_recon"] if self.phases.perceptual is not None else [])
-        report = Reporter(self.cfg, self.state, console=self.console, total_steps=self.total_steps,
+        total = self.total_steps
+        report = Reporter(self.cfg, self.state, console=self.console, total_steps=total,
                           images_per_step=self.images_per_step, loss_keys=keys, networks=(self.G, self.D))
         t_start, elapsed0 = time.perf_counter(), c.elapsed
         stop_reason = None
         with Stopping(self.cfg.train.max_minutes, self.accelerator) as stopping, report:
-            while c.step < self.total_steps:
+            while c.step < total:
                 losses = self.train_iteration()
                 c.elapsed = elapsed0 + time.perf_counter() - t_start
                 at_log = report.iteration(losses)
