@@ -14,7 +14,6 @@ different times, and one shared scale would be updated twice per iteration; with
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -164,13 +163,15 @@ class UnitScaler(torch.amp.GradScaler):
 
 
 def non_finite(params: list[nn.Parameter]) -> Tensor:
-    """A device scalar, 1.0 when a gradient holds inf or NaN. The inf-norm (max |g|) is NaN or inf exactly then,
-    and cannot overflow for finite gradients as a 2-norm's squares could."""
+    """A device scalar, 1.0 when a gradient holds inf or NaN: their total 2-norm is then inf or NaN.
+
+    The 2-norm rather than the inf-norm (exact, but 4x slower on CPU): it also reads as non-finite when the
+    squares of finite gradients overflow float32 (|g| ~ 1e19), a run long diverged by then.
+    """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros((), device=params[0].device)
-    norm = torch.nn.utils.get_total_norm(grads, norm_type=math.inf)
-    return (~torch.isfinite(norm)).float()
+    return (~torch.isfinite(torch.nn.utils.get_total_norm(grads))).float()
 
 
 def optimizer_step(
