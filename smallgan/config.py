@@ -13,7 +13,6 @@ import json
 import math
 import os
 import sys
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,13 +25,14 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+from smallgan.config_values import coerce, parse_literal
 from smallgan.errors import ConfigError, SmallganError
 from smallgan.io import read_json
 from smallgan.models.config import ModelConfig
 
 __all__ = [
-    "SECTIONS", "BatchPlan", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "SampleConfig",
-    "TrainConfig", "apply_override", "config_from_dict", "load_config", "plan_batches", "read_config", "recipe_names",
+    "SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "SampleConfig",
+    "TrainConfig", "apply_override", "config_from_dict", "load_config", "read_config", "recipe_names",
     "validate",
 ]
 
@@ -55,7 +55,7 @@ class TrainConfig:
     seed: int = 0
     # Batch: `batch` images per optimiser step (the paper's 2048) on any number of processes; `micro_batch` is the
     # most one device takes per forward: each process accumulates micro-batches of the largest size <= it that
-    # divides its share batch / processes (see plan_batches; a note says when that differs from micro_batch).
+    # divides its share batch / processes (see training/batch_plan.py; a note says when that differs from micro_batch).
     batch: int = 64
     micro_batch: int = 32
     d_steps: int = 2                  # D updates per G update (paper: 2; ImageNet-128 launch: 1)
@@ -202,15 +202,7 @@ def apply_override(cfg: Config, item: str) -> None:
         raise ConfigError(f"override {item!r} must look like section.key=value (e.g. model.ch=64)")
     section_name, _, field_name = key.partition(".")
     section = _section(cfg, section_name, key)
-    _set_field(section, field_name, _parse_literal(raw.strip()), key)
-
-
-def _parse_literal(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        # Bare words (`model.arch=biggan-deep`, `train.diffaug=color,translation`) are strings.
-        return raw
+    _set_field(section, field_name, parse_literal(raw.strip()), key)
 
 
 SECTIONS = ("model", "data", "train", "sample", "eval")
@@ -242,53 +234,14 @@ REPLACED = {new: old for old, (new, _) in DEPRECATED.items()}
 
 def _set_field(section: Any, name: str, value: Any, key: str) -> None:
     if isinstance(section, TrainConfig) and name in DEPRECATED:
-        vars(section).setdefault("_deprecated", {})[name] = _coerce(value, DEPRECATED[name][1], key)
+        vars(section).setdefault("_deprecated", {})[name] = coerce(value, DEPRECATED[name][1], key)
         return
     vars(section).get("_deprecated", {}).pop(REPLACED.get(name), None)
     hints = typing.get_type_hints(type(section))
     if name not in hints:
         known = ", ".join(f.name for f in dataclasses.fields(section))
         raise ConfigError(f"unknown key {key!r}; valid keys here: {known}")
-    setattr(section, name, _coerce(value, hints[name], key))
-
-
-def _coerce(value: Any, typ: Any, key: str) -> Any:
-    origin = typing.get_origin(typ)
-    if origin is list:
-        (item_type,) = typing.get_args(typ)
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            value = [value] if not isinstance(value, str) else [v for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list of {item_type.__name__}, got {value!r}")
-        return [_coerce(v.strip() if isinstance(v, str) else v, item_type, key) for v in value]
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported config type {typ} for {key}")  # keep fields simple
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-    elif typ is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
-    elif typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        try:
-            if isinstance(value, str):
-                return float(value)
-        except ValueError:
-            pass
-    elif typ is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, bool):   # data.flip = true in a recipe, or a config saved when flip was a bool
-            return "true" if value else "false"
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-    raise ConfigError(f"{key} must be {typ.__name__}, got {value!r}")
+    setattr(section, name, coerce(value, hints[name], key))
 
 
 def _convert_deprecated(cfg: Config, announce: bool) -> None:
@@ -364,35 +317,3 @@ def _validate_eval(e: EvalConfig) -> None:
         raise ConfigError(f"eval.extractor must be one of {', '.join(EXTRACTORS)}, got {e.extractor!r}")
     if e.n < 2:
         raise ConfigError("eval.n must be >= 2")
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    """How one optimiser step's images split over processes and micro-batches on this launch."""
-
-    batch: int          # images per optimiser step, all processes together (train.batch when it splits evenly)
-    micro_batch: int    # images per forward on one process (<= train.micro_batch)
-    accumulation: int   # micro-batches per optimiser step on each process
-
-    def describe(self, cfg: Config, processes: int) -> str | None:
-        """A note when the plan differs from what the recipe says, else None."""
-        t = cfg.train
-        if self.batch == t.batch and self.micro_batch == t.micro_batch:
-            return None
-        why = f"train.batch={t.batch} over {processes} process(es)"
-        if self.batch != t.batch:
-            why += f" does not split evenly: batch {self.batch}"
-        return (f"{why}; micro-batch {self.micro_batch} (train.micro_batch={t.micro_batch} is the most a device "
-                f"takes) x {self.accumulation} accumulation x {processes} process(es) = {self.batch} images per step")
-
-
-def plan_batches(cfg: Config, num_processes: int) -> BatchPlan:
-    """The same optimisation on any number of processes: train.batch images per step, split evenly, each
-    process accumulating micro-batches of the largest size <= train.micro_batch that divides its share."""
-    t = cfg.train
-    if t.batch < num_processes:
-        raise ConfigError(f"train.batch={t.batch} is smaller than the {num_processes} processes (each needs at least "
-                          f"one image per step); set train.batch to at least {num_processes}")
-    share = t.batch // num_processes
-    micro = max(m for m in range(1, min(t.micro_batch, share) + 1) if share % m == 0)
-    return BatchPlan(batch=share * num_processes, micro_batch=micro, accumulation=share // micro)

@@ -11,3 +11,7 @@ class ConfigError(SmallganError, ValueError):
     Here rather than in :mod:`smallgan.config` because the architectures raise it too, and the config
     validates through them.
     """
+
+
+class TrainingDiverged(SmallganError):
+    """Too many consecutive non-finite steps; the last good checkpoint is left as it was (exit code 3)."""

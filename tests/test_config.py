@@ -5,9 +5,8 @@ import sys
 
 import pytest
 
-from smallgan.config import (
-    BatchPlan, Config, ConfigError, config_from_dict, load_config, plan_batches, recipe_names,
-)
+from smallgan.config import Config, ConfigError, config_from_dict, load_config, recipe_names
+from smallgan.training.batch_plan import BatchPlan, plan_batches
 
 
 def test_defaults_then_recipe_then_overrides():

@@ -6,7 +6,8 @@ import sys
 
 import typer
 
-from smallgan.errors import SmallganError
+from smallgan.errors import SmallganError, TrainingDiverged
+from smallgan.exit_codes import ExitCode
 
 app = typer.Typer(
     name="smallgan",
@@ -24,14 +25,15 @@ SetOption = typer.Option(
 
 
 def run_app(typer_app: typer.Typer) -> None:
-    """Run a typer app; user mistakes (SmallganError) become one line on stderr and exit code 2."""
+    """Run a typer app; user mistakes (SmallganError) become one line on stderr and exit code 2, a diverged
+    run exit code 3 (smallgan.exit_codes)."""
     from rich.console import Console
 
     try:
         typer_app()
     except SmallganError as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(ExitCode.DIVERGED if isinstance(e, TrainingDiverged) else ExitCode.USAGE)
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted", highlight=False)
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)

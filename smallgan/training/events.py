@@ -13,14 +13,10 @@ from torch import Tensor, nn
 
 from smallgan import checkpoint as ckpt
 from smallgan.config import Config
-from smallgan.errors import SmallganError
+from smallgan.errors import TrainingDiverged
 from smallgan.layers.spectral_norm import top_singular_values
 from smallgan.training.state import TrainState
 from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput
-
-
-class TrainingDiverged(SmallganError):
-    """Too many consecutive non-finite steps; the last good checkpoint is left as it was."""
 
 
 class Reporter:

@@ -19,7 +19,8 @@ from rich.console import Console
 
 from smallgan import checkpoint as ckpt
 from smallgan.augment import DiffAugment
-from smallgan.config import Config, plan_batches
+from smallgan.config import Config
+from smallgan.training.batch_plan import plan_batches
 from smallgan.device import accelerate_cpu, choose_precision
 from smallgan.ema import prepare_for_sampling
 from smallgan.io import atomic_write_text
