@@ -21,6 +21,7 @@ import torch
 from smallgan import checkpoint as ckpt
 from smallgan.config import ConfigError, load_config
 from smallgan.errors import SmallganError
+from smallgan.exit_codes import ExitCode
 from smallgan.io import load_weights, save_weights
 from smallgan.sampling.export import load_generator
 from smallgan.training.loop import Trainer, train
@@ -112,7 +113,7 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, sig):
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
     assert time.time() - t0 < 10, "took too long to stop"
-    assert proc.returncode == 0, out[-2000:]
+    assert proc.returncode == (ExitCode.TERMINATED if sig == signal.SIGTERM else ExitCode.INTERRUPTED), out[-2000:]
     assert f"stopped by {sig.name}" in out
     latest = ckpt.latest_checkpoint(run)
     assert latest is not None

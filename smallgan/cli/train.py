@@ -9,6 +9,7 @@ from rich.console import Console
 
 from smallgan.cli.app import RecipeOption, SetOption, app, run_app
 from smallgan.cli.common import config_from_options, normalize_resume_argv
+from smallgan.exit_codes import ExitCode
 
 
 def train_command(
@@ -49,11 +50,14 @@ def train_command(
 
     from smallgan.training.loop import train
 
-    train(cfg, resume=resume, overwrite=overwrite)
+    trainer = train(cfg, resume=resume, overwrite=overwrite)
     if dist.is_available() and dist.is_initialized():
         # A launched run ends its process group itself: gloo/NCCL threads still running at interpreter exit can
         # abort the process ("terminate called without an active exception") after a successful run.
         dist.destroy_process_group()
+    signal_name = trainer.stopping.signal if trainer.stopping else None
+    if signal_name:   # saved, but not finished: a scheduler must be able to tell (smallgan/exit_codes.py)
+        raise typer.Exit(ExitCode.TERMINATED if signal_name == "SIGTERM" else ExitCode.INTERRUPTED)
 
 
 app.command("train")(train_command)

@@ -137,6 +137,7 @@ class Trainer:
             recon_weight=t.recon_weight, splits_real_fake=capabilities(cfg.model).splits_real_fake,
         )
         self._sampling, self._sampling_step = None, -1
+        self.stopping: Stopping | None = None   # of the last run(): which signal, if any, stopped it
         self.quality = QualityTracker(cfg, data.path, acc, (self._resumed_state or {}).get("best"))
 
     def _note(self, message: str) -> None:
@@ -225,6 +226,7 @@ class Trainer:
         t_start, elapsed0 = time.perf_counter(), c.elapsed
         stop_reason = None
         with Stopping(self.cfg.train.max_minutes, self.accelerator) as stopping, report:
+            self.stopping = stopping
             while c.step < total:
                 losses = self.train_iteration()
                 c.elapsed = elapsed0 + time.perf_counter() - t_start
