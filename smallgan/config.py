@@ -72,6 +72,16 @@ class TrainConfig:
     ema_rampup: float = 0.0           # half-life at most ema_rampup x the images so far (EDM: 0.05); 0 = off
     ema_start_kimg: float = 2560.0    # the EMA copies G until then (the authors: iteration 20k); 0 = from the start
     diffaug: str = ""                 # DiffAugment policy, e.g. "color,translation,cutout"; "" = off
+    # Fine-tuning (README "Start from a pretrained BigGAN"). init: a run or checkpoint folder whose G, D and EMA
+    # weights a new run starts from (fresh optimisers, step 0; ignored when resuming); every model setting but
+    # n_classes must match. New class i starts from pretrained class init_classes[i]; [] = the mean of the
+    # pretrained class embeddings plus small noise. freeze_d: D's first K blocks stay as loaded (FreezeD, Mo et
+    # al. 2020). finetune: all | g_norm (G trains only its class embedding and normalisation gains and biases,
+    # the batch-statistics adaptation of Noguchi & Harada 2019, for very few images; D trains as usual).
+    init: str = ""
+    init_classes: list[int] = field(default_factory=list)
+    freeze_d: int = 0
+    finetune: str = "all"
     # Mixed precision through Accelerate: auto | no | fp16 | bf16. auto = what Accelerate is configured for
     # (accelerate launch --mixed_precision, accelerate config), else bf16 on GPUs with native bf16, fp16 on
     # older GPUs, no on CPU (smallgan/device.py); an explicit value wins.
@@ -268,12 +278,13 @@ def _convert_deprecated(cfg: Config, announce: bool) -> None:
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")   # "auto" is resolved per device (smallgan.device)
 FLIPS = ("true", "false", "dataset")
+FINETUNE = ("all", "g_norm")                  # what of G trains (smallgan/training/transfer.py)
 
 
 def validate(cfg: Config) -> None:
     # Imported here, not at the top: they load torch, and `import smallgan.config` is part of the CLI's start-up.
     from smallgan.losses import D_LOSSES
-    from smallgan.registry import check_model_config
+    from smallgan.registry import capabilities, check_model_config
 
     m, t = cfg.model, cfg.train
     if m.ch <= 0 or m.d_ch < 0:
@@ -281,7 +292,7 @@ def validate(cfg: Config) -> None:
     if m.n_classes < 0:
         raise ConfigError("model.n_classes must be >= 0 (0 = from the dataset, 1 = unconditional)")
     for key, value, allowed in (("train.precision", t.precision, PRECISIONS), ("data.flip", cfg.data.flip, FLIPS),
-                                ("train.loss", t.loss, D_LOSSES)):
+                                ("train.loss", t.loss, D_LOSSES), ("train.finetune", t.finetune, FINETUNE)):
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
     if t.micro_batch <= 0 or t.batch <= 0:
@@ -292,6 +303,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
     if min(t.ema_halflife_kimg, t.ema_rampup, t.ema_start_kimg, t.max_kimg) < 0 or t.max_steps < 0:
         raise ConfigError("train.ema_halflife_kimg, ema_rampup, ema_start_kimg, max_kimg and max_steps must be >= 0")
+    if t.freeze_d < 0 or min(t.init_classes, default=0) < 0:
+        raise ConfigError("train.freeze_d and the entries of train.init_classes must be >= 0")
     if t.keep_ckpts < 1:
         raise ConfigError("train.keep_ckpts must be >= 1")
     if t.recon_weight < 0 or t.r1_gamma < 0 or t.ortho_beta < 0:
@@ -301,6 +314,9 @@ def validate(cfg: Config) -> None:
     if t.eval_every:
         _validate_eval(cfg.eval)
     check_model_config(m)
+    if t.freeze_d and not capabilities(m).d_stages:
+        raise ConfigError(f"train.freeze_d is for BigGAN discriminators; {m.arch}'s D has no blocks to freeze "
+                          "(set train.freeze_d=0)")
 
 
 def _validate_eval(e: EvalConfig) -> None:

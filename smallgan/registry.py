@@ -26,6 +26,8 @@ class Capabilities:
     splits_real_fake: bool = False
     # D decodes real images: the loop adds FastGAN's reconstruction loss (LPIPS) to D's objective.
     reconstructs: bool = False
+    # D.stages() lists its blocks from the input on, each with what runs with it: train.freeze_d counts them.
+    d_stages: bool = False
 
 
 def _plain(cfg: ModelConfig) -> Capabilities:
@@ -59,6 +61,7 @@ register(Architecture(
     resolutions=tuple(biggan.G_WIDTHS),
     check=biggan.check,
     description="BigGAN (Brock et al. 2019): ResBlocks, skip-z, shared embedding, projection D",
+    capabilities=lambda cfg: Capabilities(d_stages=True),
 ))
 register(Architecture(
     name="biggan-deep",
@@ -67,6 +70,7 @@ register(Architecture(
     resolutions=biggan_deep.RESOLUTIONS,
     check=biggan_deep.check,
     description="BigGAN-deep: bottleneck ResBlocks, 2 per resolution, full z in every CBN (64-512 px)",
+    capabilities=lambda cfg: Capabilities(d_stages=True),
 ))
 register(Architecture(
     name="fastgan",

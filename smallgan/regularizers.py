@@ -20,9 +20,10 @@ from smallgan.layers.spectral_norm import float32_region
 
 
 def regularized_weights(module: nn.Module) -> list[tuple[str, Tensor]]:
-    """(name, parameter) of every weight the regulariser sees (raw weights under spectral norm)."""
+    """(name, parameter) of every weight the regulariser sees (raw weights under spectral norm; frozen ones,
+    fine-tuning, are left out: they cannot move)."""
     skip = {id(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    return [(n, p) for n, p in module.named_parameters() if p.ndim >= 2 and id(p) not in skip]
+    return [(n, p) for n, p in module.named_parameters() if p.ndim >= 2 and id(p) not in skip and p.requires_grad]
 
 
 def off_diagonal_gram_sq(w: Tensor) -> Tensor:

@@ -37,7 +37,7 @@ def tiny(tmp_path, *extra: str, name: str = "run"):
 
 
 def test_capabilities_are_declared_by_the_registry_and_follow_the_config():
-    assert capabilities(load_config("tiny-cpu").model) == Capabilities()
+    assert capabilities(load_config("tiny-cpu").model) == Capabilities(d_stages=True)    # FreezeD can count blocks
     fast = load_config("fastgan-tiny64").model
     assert capabilities(fast) == Capabilities(splits_real_fake=True, reconstructs=True)
     assert capabilities(dataclasses.replace(fast, decoder=False)) == Capabilities(splits_real_fake=True)

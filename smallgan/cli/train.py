@@ -19,6 +19,9 @@ def train_command(
     resume: Optional[str] = typer.Option(
         None, "--resume", help="Continue the run: alone for its latest checkpoint, or a checkpoint folder."
     ),
+    init: Optional[str] = typer.Option(
+        None, "--init", help="Start a new run from another run's weights (a run or checkpoint folder, e.g. one "
+        "written by `smallgan convert`): fine-tuning, for new classes too. Same as --set train.init=PATH."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many G steps."),
     max_kimg: Optional[float] = typer.Option(
         None, "--max-kimg", help="Stop after this many thousand real images through D (with --max-steps: the first)."
@@ -39,7 +42,7 @@ def train_command(
 ) -> None:
     """Train BigGAN on a prepared dataset (any device; DDP when launched with accelerate/torchrun)."""
     cfg = config_from_options(recipe, sets, {
-        "data.path": data, "train.name": name, "train.max_steps": max_steps, "train.max_kimg": max_kimg,
+        "data.path": data, "train.name": name, "train.init": init, "train.max_steps": max_steps, "train.max_kimg": max_kimg,
         "train.max_minutes": max_minutes, "train.precision": precision, "train.lpips_weights": lpips_weights,
         "train.log_with": log_with,
     })

@@ -91,8 +91,11 @@ def iterate_once_per_step(module: nn.Module) -> None:
 
 @torch.no_grad()
 def power_iteration_(module: nn.Module) -> None:
-    """One power iteration for every spectrally normalised weight of `module` (float32, no autocast)."""
+    """One power iteration for every spectrally normalised weight of `module` that trains (float32, no
+    autocast). A frozen weight (fine-tuning) keeps its estimate too: the layer computes exactly what it did."""
     for sn, weight in _spectral_norms(module):
+        if not weight.requires_grad:
+            continue
         with float32_region(weight.device):
             sn._power_iteration(weight.detach().float().flatten(1), 1)
 

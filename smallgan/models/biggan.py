@@ -213,6 +213,11 @@ class Discriminator(nn.Module):
                 self.attention[s.name] = SelfAttention(s.out_ch, sn_eps=cfg.sn_eps)
         self.head = ProjectionHead(self.specs[-1].out_ch, cfg.n_classes, sn_eps=cfg.sn_eps)
 
+    def stages(self) -> list[list[nn.Module]]:
+        """Each block with its attention, from the input on (what train.freeze_d freezes, FreezeD)."""
+        return [[block, *([self.attention[name]] if name in self.attention else [])]
+                for name, block in self.blocks.items()]
+
     def features(self, x: Tensor) -> Tensor:
         """The pooled feature vector h, (B, C), that the head projects."""
         h = x

@@ -125,6 +125,13 @@ class Discriminator(nn.Module):
                 self.attention[s.name] = SelfAttention(s.out_ch, sn_eps=cfg.sn_eps)
         self.head = ProjectionHead(self.specs[-1].out_ch, cfg.n_classes, sn_eps=cfg.sn_eps)
 
+    def stages(self) -> list[list[nn.Module]]:
+        """Each resolution's blocks with its attention, from the input on, the input conv in the first (what
+        train.freeze_d freezes, FreezeD)."""
+        return [[*([self.from_rgb] if i == 0 else []), stage, *([self.attention[name]] if name in self.attention
+                                                                  else [])]
+                for i, (name, stage) in enumerate(self.blocks.items())]
+
     def features(self, x: Tensor) -> Tensor:
         """The pooled feature vector h, (B, C), that the head projects."""
         h = self.from_rgb(x)

@@ -17,6 +17,7 @@ from smallgan.layers.spectral_norm import iterate_once_per_step
 from smallgan.registry import build_discriminator, build_generator, capabilities
 from smallgan.training.phases import UnitScaler
 from smallgan.training.speed import apply_speed_options
+from smallgan.training.transfer import apply_freezing, trainable
 
 
 @dataclass
@@ -39,7 +40,8 @@ def ema_schedule(t: TrainConfig, images_per_step: int) -> HalfLife:
 
 def build_models(cfg: Config, n_classes: int, device: torch.device, world: int, images_per_step: int,
                  note: Callable[[str], None]) -> tuple[nn.Module, nn.Module, EMA]:
-    """G, D (one spectral-norm power iteration per optimiser step, not per forward) and G's EMA, on `device`."""
+    """G, D (one spectral-norm power iteration per optimiser step, not per forward) and G's EMA, on `device`,
+    with what train.finetune and train.freeze_d leave out of training frozen."""
     t = cfg.train
     torch.manual_seed(t.seed)
     G = build_generator(cfg.model, n_classes=n_classes)
@@ -48,6 +50,9 @@ def build_models(cfg: Config, n_classes: int, device: torch.device, world: int, 
         G = torch.nn.SyncBatchNorm.convert_sync_batchnorm(G)
     elif t.sync_bn:
         note("train.sync_bn needs several CUDA processes; using plain BatchNorm")
+    frozen = apply_freezing(G, D, t, cfg.model)
+    if frozen:
+        note(frozen)
     G, D = G.to(device), D.to(device)
     iterate_once_per_step(G)
     iterate_once_per_step(D)
@@ -64,7 +69,7 @@ def build_optimizers(G: nn.Module, D: nn.Module, t: TrainConfig, device: torch.d
     if not fused:
         note(f"this PyTorch has no fused Adam for {device.type}; using the foreach one (a host sync per step)")
     adam: dict[str, Any] = dict(betas=tuple(t.betas), eps=t.adam_eps, fused=fused)
-    return torch.optim.Adam(G.parameters(), lr=t.g_lr, **adam), torch.optim.Adam(D.parameters(), lr=t.d_lr, **adam)
+    return torch.optim.Adam(trainable(G), lr=t.g_lr, **adam), torch.optim.Adam(trainable(D), lr=t.d_lr, **adam)
 
 
 def build_scalers(device_type: str, precision: str) -> tuple[torch.amp.GradScaler, torch.amp.GradScaler]:

@@ -38,6 +38,7 @@ from smallgan.training.events import Reporter, TrainingDiverged, flat_scalars
 from smallgan.training.phases import GANPhases, optimizer_step
 from smallgan.training.state import Counters, TrainState, resume_path
 from smallgan.training.stopping import Stopping, limit_reached, planned_steps
+from smallgan.training.transfer import load_pretrained, trainable
 from smallgan.training.stats import MetricsLog
 
 # Re-exported: callers import them from here.
@@ -119,6 +120,8 @@ class Trainer:
         self._resumed_state: dict | None = None
         if resumed_from is not None:
             self._resumed_state = self.state.load(resumed_from, self.cfg.model)
+        elif t.init:   # a new run from another run's weights (fine-tuning), not a resume
+            load_pretrained(G, D, self.ema, cfg, self.n_classes, self._note)
 
         if self.is_main:
             removed = ckpt.remove_incomplete(self.run_dir)
@@ -129,7 +132,7 @@ class Trainer:
 
         G_wrapped, D_wrapped = acc.prepare(G, D)
         self.G, self.D = G, D  # unwrapped
-        self._g_params, self._d_params = list(G.parameters()), list(D.parameters())
+        self._g_params, self._d_params = trainable(G), trainable(D)
         self.phases = GANPhases(
             accelerator=acc, G=G_wrapped, D=D_wrapped, G_raw=G, D_raw=D, augment=self.augment,
             d_loss_name=t.loss, micro_batch=self.micro_batch, accumulation=self.accumulation,

@@ -52,6 +52,13 @@ class GANPhases:
         if self.splits_real_fake is None:
             self.splits_real_fake = capabilities_of(self.D_raw).splits_real_fake
         self.last_recon: Tensor | None = None  # mean reconstruction loss of the last D step, for the logs
+        # What of D trains (all of it unless fine-tuning froze blocks, train.freeze_d): the G phase freezes it
+        # and gives back exactly this set.
+        self._d_trainable = [p for p in self.D_raw.parameters() if p.requires_grad]
+
+    def _d_trains(self, on: bool) -> None:
+        for p in self._d_trainable:
+            p.requires_grad_(on)
 
     def _sync_context(self, model: nn.Module, micro_index: int) -> contextlib.AbstractContextManager:
         last = micro_index == self.accumulation - 1
@@ -62,7 +69,7 @@ class GANPhases:
 
     def discriminator(self, reals: Callable[[], tuple[Tensor, Tensor]], scaler: torch.amp.GradScaler) -> Tensor:
         """Accumulate D's gradients for one optimiser step; returns the mean loss (a device tensor)."""
-        self.D_raw.requires_grad_(True)
+        self._d_trains(True)
         total = torch.zeros((), device=self.accelerator.device)
         recon_total = torch.zeros((), device=self.accelerator.device)
         for i in range(self.accumulation):
@@ -106,7 +113,7 @@ class GANPhases:
     def generator(self, scaler: torch.amp.GradScaler) -> Tensor:
         """Accumulate G's gradients for one optimiser step; returns the mean loss (a device tensor)."""
         # Freeze D so G's backward does not leave gradients in D's .grad (StyleGAN2-ADA does the same).
-        self.D_raw.requires_grad_(False)
+        self._d_trains(False)
         total = torch.zeros((), device=self.accelerator.device)
         try:
             for i in range(self.accumulation):
@@ -118,7 +125,7 @@ class GANPhases:
                     scaler.scale(loss / self.accumulation).backward()
                 total += loss.detach()
         finally:
-            self.D_raw.requires_grad_(True)
+            self._d_trains(True)
         return total / self.accumulation
 
     def add_orthogonal_gradient(self) -> None:
