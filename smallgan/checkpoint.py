@@ -34,6 +34,10 @@ from smallgan.errors import SmallganError
 from smallgan.io import atomic_write, atomic_write_text, fsync_dir, load_weights, save_weights, write_json
 
 FORMAT_VERSION = 1
+# The oldest format this version reads (0: written before state.pt recorded one). Raise it, never silently,
+# when a change cannot read older checkpoints: they are then refused with a message that says so, and
+# tests/test_checkpoint_compat.py checks every frozen checkpoint in tests/fixtures against both bounds.
+OLDEST_FORMAT_VERSION = 0
 CLASS_NAMES_FILE = "class_names.json"   # beside config.json in a checkpoint folder
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -171,5 +175,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
     if version > FORMAT_VERSION:
         raise SmallganError(f"checkpoint {path} has format version {version}, newer than this smallgan "
                             f"({FORMAT_VERSION}); upgrade smallgan to resume it")
+    if version < OLDEST_FORMAT_VERSION:
+        raise SmallganError(f"checkpoint {path} has format version {version}, older than this smallgan reads "
+                            f"({OLDEST_FORMAT_VERSION}); resume it with the smallgan that wrote it, or start a new run")
     weights = {p.stem: load_weights(p) for p in sorted(path.glob("*.safetensors"))}
     return weights, state, read_config(path / "config.json")
