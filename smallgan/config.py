@@ -154,7 +154,10 @@ def _read_recipe(recipe: str) -> tuple[dict[str, Any], str]:
     if recipe.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"recipe file {recipe!r} does not exist")
-        text, name = path.read_text(), path.stem
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem   # TOML is UTF-8 whatever the locale
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"recipe file {recipe!r} cannot be read as UTF-8 text ({e})") from None
     else:
         res = resources.files("smallgan.recipes") / f"{recipe}.toml"
         if not res.is_file():
