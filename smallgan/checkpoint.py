@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,10 @@ FORMAT_VERSION = 1
 OLDEST_FORMAT_VERSION = 0
 CLASS_NAMES_FILE = "class_names.json"   # beside config.json in a checkpoint folder
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+# Fault injection for tests/test_multiprocess_faults.py: with this variable set to a step, the process
+# writing that step's checkpoint kills itself (SIGKILL) with the weights written and state.pt not yet, as a
+# power cut would. Unset, as everywhere outside that test, it does nothing.
+KILL_IN_CHECKPOINT_ENV = "SMALLGAN_TEST_KILL_IN_CHECKPOINT"
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -132,6 +137,8 @@ def save_checkpoint(
         tmp.mkdir()
         for name, sd in weights.items():
             save_weights(tmp / f"{name}.safetensors", sd)
+        if os.environ.get(KILL_IN_CHECKPOINT_ENV) == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
         state = {**state, "format_version": FORMAT_VERSION, "step": step}
         atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
         atomic_write_text(tmp / "config.json", cfg.to_json())
