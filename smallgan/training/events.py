@@ -78,11 +78,11 @@ class Reporter:
         return True
 
     def rewound(self) -> None:
-        """After a rollback (training/rollback.py): forget the sums of the abandoned iterations."""
+        """After a rollback (training/rollback.py): forget what the abandoned iterations added up."""
         for v in self.sums.values():
             v.zero_()
         self.since_log = 0
-        self.speed = Throughput()
+        self.spikes, self.speed = SpikeDetector(), Throughput()
         self.progress.update(self.state.counters.step, "rolled back", log_line=False)
 
     def _singular_values(self) -> dict[str, Any]:
