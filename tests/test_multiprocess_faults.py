@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from smallgan import checkpoint as ckpt
 from smallgan.exit_codes import ExitCode
 from smallgan.training.stats import read_metrics
+from torchrun_retry import run_torchrun
 
 SCRIPT = Path(__file__).parent / "dist_faults.py"
 TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=8", "train.micro_batch=4",
@@ -100,3 +101,18 @@ def test_two_processes_resume_after_kills_and_stop_once_on_sigterm(tmp_path):
     assert max(_steps(run)) == stopped                  # the stop saved, and saved once: nothing after it
     assert all(c["exit_code"] == ExitCode.TERMINATED for c in counters)
     assert proc.returncode != 0                         # torchrun's own code after a SIGTERM: 1 (torch 2.14)
+
+
+@pytest.mark.slow
+def test_two_processes_roll_back_together(tmp_path):
+    """Iterations 5 and 6 of the first try are NaN on both processes: both roll back to step 4, retry with the
+    same new seeds and learning rates, and finish with the same weights; one rollback event is logged."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
+           str(tmp_path), "diverge", *TINY, "train.ckpt_every=4", "train.max_bad_steps=2", "train.max_steps=7"]
+    r = run_torchrun(cmd, {**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    counters = _ranks_agree(tmp_path)
+    assert [(c["step"], c["rollbacks"]) for c in counters] == [(7, 1), (7, 1)]
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [(e["step"], e["from_step"]) for e in records if e.get("event") == "rollback"] == [(4, 6)]
+    assert [e["step"] for e in records if "event" not in e] == list(range(1, 8))
