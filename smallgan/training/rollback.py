@@ -18,15 +18,12 @@ of them roll back together, to the same checkpoint, without exchanging a message
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from smallgan import checkpoint as ckpt
 from smallgan.errors import TrainingDiverged
+from smallgan.training.events import Reporter
 from smallgan.training.stats import MetricsLog
-
-if TYPE_CHECKING:
-    from smallgan.training.events import Reporter
-    from smallgan.training.loop import Trainer
 
 ABANDONED_FILE = "metrics-abandoned.jsonl"   # records of rolled-back iterations, beside metrics.jsonl
 
@@ -38,9 +35,10 @@ def checkpoint_before(run_dir: Path, step: int) -> Path | None:
 
 
 class Recovery:
-    """What one Trainer does when its Reporter raises TrainingDiverged."""
+    """What one Trainer does when its Reporter raises TrainingDiverged (`trainer`: the loop's Trainer, which
+    imports this module)."""
 
-    def __init__(self, trainer: Trainer) -> None:
+    def __init__(self, trainer: Any) -> None:
         self.trainer = trainer
 
     def recover(self, diverged: TrainingDiverged, report: Reporter) -> None:
