@@ -54,7 +54,7 @@ class Recovery:
             why = (f"after {done} rollback(s) (train.max_rollbacks={t.max_rollbacks})" if target is not None else
                    f"with no checkpoint at or before step {last_good} to roll back to (train.ckpt_every)")
             raise TrainingDiverged(
-                f"diverged again at step {diverged_at} ({streak} non-finite steps in a row) {why}; stopped. "
+                f"diverged at step {diverged_at} ({streak} non-finite steps in a row) {why}; stopped. "
                 f"Last good checkpoint: {ckpt.latest_checkpoint(tr.run_dir) or 'none'}. Lower train.g_lr and "
                 "train.d_lr, or use train.precision=bf16 instead of fp16"
             ) from None
