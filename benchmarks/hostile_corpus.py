@@ -132,6 +132,10 @@ def make_corpus(root: Path, count: int = 2000, seed: int = 0, huge: bool = True)
     for k in range(3):
         corpus.candidates.append(f"linked from outside/out{k}.png")
     add(src / "in the root.jpg", _encode(_image(rng, (64, 64)), "JPEG"))
+    locked = folders[0] / "locked.png"                        # chmod 000 (more of them below, at random)
+    add(locked, _encode(_image(rng, (48, 48)), "PNG"))
+    locked.chmod(0)
+    corpus.unreadable.append(locked)
 
     specials = {**_special(rng), **(_huge() if huge else {})}
     written: list[Path] = []

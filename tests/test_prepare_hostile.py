@@ -19,7 +19,7 @@ from hostile_corpus import Mutator, check, make_corpus, snapshot  # noqa: E402
 @pytest.mark.slow
 def test_prepare_accounts_for_every_hostile_file_and_leaves_the_source_as_it_was(tmp_path):
     corpus = make_corpus(tmp_path, count=150)
-    assert corpus.volatile and len(corpus.candidates) + corpus.ignored >= 150
+    assert corpus.volatile and corpus.unreadable and len(corpus.candidates) + corpus.ignored >= 150
     before = snapshot(corpus.src)
     mutator = Mutator(corpus.volatile)
     mutator.start()
