@@ -27,8 +27,11 @@ TOO_SMALL = "too_small"          # shorter side below --min-size
 SKIP_REASONS = (EMPTY, UNREADABLE, NOT_AN_IMAGE, TOO_LARGE, TRUNCATED, CORRUPT, UNSUPPORTED_MODE, TOO_SMALL)
 
 CROPS = ("center", "random", "none")
-# 128 MP: a 108 MP phone photo passes; Pillow itself raises above 2 x 89.5 MP (its bomb error).
+# 128 MP: a 108 MP phone photo passes; Pillow itself raises above 2 x 89.5 MP (its bomb error). A JPEG that
+# large decodes at a reduced DCT scale (draft below), ~50 MB. Other formats decode whole, at ~10 bytes a pixel
+# at peak (a 105 MP PNG took 1 GB in one worker, measured): they are limited to a quarter, 32 MP (~330 MB).
 DEFAULT_MAX_PIXELS = 128_000_000
+FULL_DECODE_SHARE = 4
 # Pillow box-reduces by an integer factor first while keeping >= 3x the target, then applies Lanczos;
 # its docs say a gap of 3 is indistinguishable from a full Lanczos resize in most cases, and much faster.
 REDUCING_GAP = 3.0
@@ -82,6 +85,9 @@ def decode(
     w, h = im.size
     if w * h > max_pixels:
         raise SkipImage(TOO_LARGE, f"{w}x{h} exceeds the {max_pixels:,}-pixel limit")
+    if im.format != "JPEG" and w * h > max_pixels // FULL_DECODE_SHARE:
+        raise SkipImage(TOO_LARGE, f"{w}x{h} {im.format} exceeds the {max_pixels // FULL_DECODE_SHARE:,}-pixel "
+                                   "limit of formats decoded at full size (memory); a JPEG may have 4x that")
     if w == 0 or h == 0:
         raise SkipImage(CORRUPT, f"image has size {w}x{h}")
     if draft_side and im.format == "JPEG":

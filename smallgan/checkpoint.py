@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,16 @@ from smallgan.errors import SmallganError
 from smallgan.io import atomic_write, atomic_write_text, fsync_dir, load_weights, save_weights, write_json
 
 FORMAT_VERSION = 1
+# The oldest format this version reads (0: written before state.pt recorded one). Raise it, never silently,
+# when a change cannot read older checkpoints: they are then refused with a message that says so, and
+# tests/test_checkpoint_compat.py checks every frozen checkpoint in tests/fixtures against both bounds.
+OLDEST_FORMAT_VERSION = 0
 CLASS_NAMES_FILE = "class_names.json"   # beside config.json in a checkpoint folder
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+# Fault injection for tests/test_multiprocess_faults.py: with this variable set to a step, the process
+# writing that step's checkpoint kills itself (SIGKILL) with the weights written and state.pt not yet, as a
+# power cut would. Unset, as everywhere outside that test, it does nothing.
+KILL_IN_CHECKPOINT_ENV = "SMALLGAN_TEST_KILL_IN_CHECKPOINT"
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -128,6 +137,8 @@ def save_checkpoint(
         tmp.mkdir()
         for name, sd in weights.items():
             save_weights(tmp / f"{name}.safetensors", sd)
+        if os.environ.get(KILL_IN_CHECKPOINT_ENV) == str(step):
+            os.kill(os.getpid(), signal.SIGKILL)
         state = {**state, "format_version": FORMAT_VERSION, "step": step}
         atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
         atomic_write_text(tmp / "config.json", cfg.to_json())
@@ -171,5 +182,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
     if version > FORMAT_VERSION:
         raise SmallganError(f"checkpoint {path} has format version {version}, newer than this smallgan "
                             f"({FORMAT_VERSION}); upgrade smallgan to resume it")
+    if version < OLDEST_FORMAT_VERSION:
+        raise SmallganError(f"checkpoint {path} has format version {version}, older than this smallgan reads "
+                            f"({OLDEST_FORMAT_VERSION}); resume it with the smallgan that wrote it, or start a new run")
     weights = {p.stem: load_weights(p) for p in sorted(path.glob("*.safetensors"))}
     return weights, state, read_config(path / "config.json")

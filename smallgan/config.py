@@ -90,7 +90,13 @@ class TrainConfig:
     max_steps: int = 1000             # G updates (iterations); 0 = no limit when max_kimg is set
     max_kimg: float = 0.0             # thousands of real images through D; 0 = off. Both: whichever comes first
     max_minutes: float = 0.0          # stop (with a checkpoint) after this wall time; 0 = no limit
-    max_bad_steps: int = 10           # consecutive non-finite steps before the run stops
+    max_bad_steps: int = 10           # consecutive non-finite steps: the run has diverged
+    # A diverged run: "rollback" reloads the newest checkpoint from before the trouble and retries with other
+    # latents, flips and augmentation, learning rates x rollback_lr_factor each time (training/rollback.py), at
+    # most max_rollbacks times (lightweight-gan retries 3 times); "stop" stops at once. Either way it ends exit 3.
+    on_diverge: str = "rollback"
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.5   # a retry at the same rates tends to diverge again; 1 = only new seeds
     log_every: int = 10
     sample_every: int = 250
     ckpt_every: int = 500
@@ -158,7 +164,10 @@ def _read_recipe(recipe: str) -> tuple[dict[str, Any], str]:
     if recipe.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"recipe file {recipe!r} does not exist")
-        text, name = path.read_text(), path.stem
+        try:
+            text, name = path.read_text(encoding="utf-8"), path.stem   # TOML is UTF-8 whatever the locale
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"recipe file {recipe!r} cannot be read as UTF-8 text ({e})") from None
     else:
         res = resources.files("smallgan.recipes") / f"{recipe}.toml"
         if not res.is_file():
@@ -279,6 +288,7 @@ def _convert_deprecated(cfg: Config, announce: bool) -> None:
 PRECISIONS = ("auto", "no", "fp16", "bf16")   # "auto" is resolved per device (smallgan.device)
 FLIPS = ("true", "false", "dataset")
 FINETUNE = ("all", "g_norm")                  # what of G trains (smallgan/training/transfer.py)
+ON_DIVERGE = ("rollback", "stop")
 
 
 def validate(cfg: Config) -> None:
@@ -292,7 +302,8 @@ def validate(cfg: Config) -> None:
     if m.n_classes < 0:
         raise ConfigError("model.n_classes must be >= 0 (0 = from the dataset, 1 = unconditional)")
     for key, value, allowed in (("train.precision", t.precision, PRECISIONS), ("data.flip", cfg.data.flip, FLIPS),
-                                ("train.loss", t.loss, D_LOSSES), ("train.finetune", t.finetune, FINETUNE)):
+                                ("train.loss", t.loss, D_LOSSES), ("train.finetune", t.finetune, FINETUNE),
+                                ("train.on_diverge", t.on_diverge, ON_DIVERGE)):
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
     if t.micro_batch <= 0 or t.batch <= 0:
@@ -307,6 +318,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.freeze_d and the entries of train.init_classes must be >= 0")
     if t.keep_ckpts < 1:
         raise ConfigError("train.keep_ckpts must be >= 1")
+    if t.max_rollbacks < 0 or not 0 < t.rollback_lr_factor <= 1:
+        raise ConfigError("train.max_rollbacks must be >= 0 and train.rollback_lr_factor in (0, 1]")
     if t.recon_weight < 0 or t.r1_gamma < 0 or t.ortho_beta < 0:
         raise ConfigError("train.recon_weight, train.r1_gamma and train.ortho_beta must be >= 0 (0 = off)")
     if not cfg.sample.trunc >= 0:   # the progress grids sample with it: refused now, not at the first grid

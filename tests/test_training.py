@@ -84,7 +84,7 @@ def test_resume_continues_the_same_trajectory(tmp_path):
 
 @pytest.mark.slow
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
-    trainer = Trainer(tiny(tmp_path, "train.max_steps=50", "train.max_bad_steps=3"))
+    trainer = Trainer(tiny(tmp_path, "train.max_steps=50", "train.max_bad_steps=3", "train.on_diverge=stop"))
     trainer.train_iteration()
     good_ckpt = trainer.save_checkpoint()
     files_before = {p.name: p.read_bytes() for p in good_ckpt.iterdir()}

@@ -32,9 +32,11 @@ def derive_seed(*parts: int) -> int:
 STEP_STREAM, EPOCH_STREAM, FIXED_LATENTS_STREAM, STANDING_STATS_STREAM = 1, 2, 3, 4
 
 
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """The seed of all randomness of training iteration `step` on process `rank` (latents, flips, augmentation)."""
-    return derive_seed(seed, STEP_STREAM, rank, step)
+def step_seed(seed: int, rank: int, step: int, retry: int = 0) -> int:
+    """The seed of all randomness of training iteration `step` on process `rank` (latents, flips, augmentation).
+    `retry`: how many times the run rolled back after diverging (training/rollback.py); 0 keeps the seeds of
+    runs that never did, so their trajectories are unchanged."""
+    return derive_seed(seed, STEP_STREAM, rank, step, *([retry] if retry else []))
 
 
 def epoch_seed(seed: int, rank: int, epoch: int) -> int:

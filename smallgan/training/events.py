@@ -77,6 +77,14 @@ class Reporter:
         )
         return True
 
+    def rewound(self) -> None:
+        """After a rollback (training/rollback.py): forget what the abandoned iterations added up."""
+        for v in self.sums.values():
+            v.zero_()
+        self.since_log = 0
+        self.spikes, self.speed = SpikeDetector(), Throughput()
+        self.progress.update(self.state.counters.step, "rolled back", log_line=False)
+
     def _singular_values(self) -> dict[str, Any]:
         values = {f"G.{k}": v for k, v in top_singular_values(self.G).items()}
         values.update({f"D.{k}": v for k, v in top_singular_values(self.D).items()})

@@ -36,6 +36,7 @@ from smallgan.training.build import build_parts, build_perceptual
 from smallgan.training.evaluation import QualityTracker
 from smallgan.training.events import Reporter, TrainingDiverged, flat_scalars
 from smallgan.training.phases import GANPhases, optimizer_step
+from smallgan.training.rollback import Recovery
 from smallgan.training.state import Counters, TrainState, resume_path
 from smallgan.training.stopping import Stopping, limit_reached, planned_steps
 from smallgan.training.transfer import load_pretrained, trainable
@@ -195,7 +196,7 @@ class Trainer:
     def train_iteration(self) -> dict[str, torch.Tensor]:
         """d_steps D steps and one G step. Returns device tensors; nothing here waits for the device."""
         t, c, dc, p = self.cfg.train, self.counters, self.state.on_device, self.parts
-        torch.manual_seed(step_seed(t.seed, self.rank, c.step))
+        torch.manual_seed(step_seed(t.seed, self.rank, c.step, c.rollbacks))
         bad = torch.zeros((), device=self.accelerator.device)
         d_losses, recon = [], []
         for _ in range(t.d_steps):
@@ -227,13 +228,17 @@ class Trainer:
         report = Reporter(self.cfg, self.state, console=self.console, total_steps=total,
                           images_per_step=self.images_per_step, loss_keys=keys, networks=(self.G, self.D))
         t_start, elapsed0 = time.perf_counter(), c.elapsed
-        stop_reason = None
+        stop_reason, recovery = None, Recovery(self)
         with Stopping(self.cfg.train.max_minutes, self.accelerator) as stopping, report:
             self.stopping = stopping
             while c.step < total:
                 losses = self.train_iteration()
                 c.elapsed = elapsed0 + time.perf_counter() - t_start
-                at_log = report.iteration(losses)
+                try:
+                    at_log = report.iteration(losses)
+                except TrainingDiverged as diverged:
+                    recovery.recover(diverged, report)    # back to a checkpoint (train.on_diverge), or raises
+                    continue
                 self._periodic(report.log)
                 stop_reason = stopping.reason(check_now=at_log)
                 if stop_reason:

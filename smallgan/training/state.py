@@ -27,6 +27,7 @@ class Counters:
     skipped_d: int = 0           # D steps skipped for non-finite gradients (incl. fp16 overflow)
     skipped_g: int = 0
     bad_streak: int = 0          # consecutive iterations with a skipped step
+    rollbacks: int = 0           # times the run diverged and rolled back: also the retry's seed offset (rollback.py)
     elapsed: float = 0.0         # training seconds over all sessions of this run
 
 

@@ -12,6 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from smallgan.io import atomic_write_text
+
 
 class MetricsLog:
     """Appends one line per record and flushes it, so the file stays valid JSONL after a kill."""
@@ -29,6 +31,17 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+
+    def rewind(self, step: int) -> list[dict[str, Any]]:
+        """Drop the records after `step` (a rollback abandoned them): rewritten atomically, so the file never
+        holds a step twice or out of order for the user's plots. Returns the dropped records."""
+        self._file.close()
+        records = read_metrics(self.path)
+        kept = [r for r in records if not isinstance(r.get("step"), int) or r["step"] <= step]
+        dropped = [r for r in records if isinstance(r.get("step"), int) and r["step"] > step]
+        atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        self._file = open(self.path, "a", encoding="utf-8")
+        return dropped
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
