@@ -92,7 +92,8 @@ class TrainConfig:
     # download when online), "random" = an untrained trunk (tests only: the loss then means little).
     recon_weight: float = 1.0
     lpips_weights: str = ""
-    log_with: str = ""                # "", tensorboard, wandb (Accelerate trackers)
+    # Accelerate tracker for scalars and image grids: auto (TensorBoard when installed) | none | tensorboard | wandb
+    log_with: str = "auto"
     # Speed and memory (measured with `smallgan bench`; see the README's table before changing them)
     channels_last: bool = True        # NHWC memory format for G, D and real batches (1.05-1.3x on CPU)
     compile: bool = False             # torch.compile G and D (eager fallback when no compiler is available)
@@ -268,6 +269,7 @@ def _convert_deprecated(cfg: Config, announce: bool) -> None:
 
 PRECISIONS = ("auto", "no", "fp16", "bf16")   # "auto" is resolved per device (smallgan.device)
 FLIPS = ("true", "false", "dataset")
+LOG_WITH = ("auto", "none", "", "tensorboard", "wandb")   # "" = none (configs saved before auto existed)
 
 
 def validate(cfg: Config) -> None:
@@ -281,7 +283,7 @@ def validate(cfg: Config) -> None:
     if m.n_classes < 0:
         raise ConfigError("model.n_classes must be >= 0 (0 = from the dataset, 1 = unconditional)")
     for key, value, allowed in (("train.precision", t.precision, PRECISIONS), ("data.flip", cfg.data.flip, FLIPS),
-                                ("train.loss", t.loss, D_LOSSES)):
+                                ("train.loss", t.loss, D_LOSSES), ("train.log_with", t.log_with, LOG_WITH)):
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
     if t.micro_batch <= 0 or t.batch <= 0:
