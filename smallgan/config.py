@@ -33,7 +33,7 @@ from smallgan.models.config import ModelConfig
 __all__ = [
     "SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "SampleConfig",
     "TrainConfig", "apply_override", "config_from_dict", "load_config", "read_config", "recipe_names",
-    "validate",
+    "validate", "with_overrides",
 ]
 
 
@@ -169,6 +169,13 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
         data, name = _read_recipe(recipe)
         cfg.recipe = name
         _apply_dict(cfg, data, prefix="")
+    return with_overrides(cfg, overrides, copy=False)
+
+
+def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], copy: bool = True) -> Config:
+    """`cfg` (a copy unless copy=False) with ``section.key=value`` overrides applied, validated (a continued run's
+    saved config and the command line's --set options)."""
+    cfg = config_from_dict(cfg.to_dict()) if copy else cfg
     for item in overrides:
         apply_override(cfg, item)
     _convert_deprecated(cfg, announce=True)
