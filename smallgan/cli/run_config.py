@@ -57,7 +57,8 @@ def plan_training(recipe: str | None, sets: list[str] | None, options: dict[str,
     run = checkpoint.parent.parent
     saved = read_config(checkpoint / "config.json")
     items = override_items(sets, {**options, "train.name": None})
-    cfg = with_overrides(saved, items + override_items(None, {"train.out_dir": str(run.parent), "train.name": run.name}))
+    where = override_items(None, {"train.out_dir": str(run.parent), "train.name": run.name})  # moved folders too
+    cfg = with_overrides(saved, items + where)
     if recipe is not None:   # the recipe the run was started with, or one building the same model
         wanted = load_config(recipe, [i for i in items if i.startswith("model.")])
         if wanted.model.n_classes == 0:

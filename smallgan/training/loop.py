@@ -137,6 +137,7 @@ class Trainer:
             recon_weight=t.recon_weight, splits_real_fake=capabilities(cfg.model).splits_real_fake,
         )
         self._sampling, self._sampling_step = None, -1
+        self._grid: tuple[int, Path] | None = None   # (step, file) of the last progress grid this session wrote
         self.stopping: Stopping | None = None   # of the last run(): which signal, if any, stopped it
         self.quality = QualityTracker(cfg, data.path, acc, (self._resumed_state or {}).get("best"))
 
@@ -176,14 +177,17 @@ class Trainer:
     def write_samples(self) -> Path | None:
         if not self.is_main:
             return None
+        if self._grid is not None and self._grid[0] == self.counters.step:   # the last step's, written already
+            return self._grid[1]
         G = TrainedGenerator(self.sampling_generator(), self.cfg, self.class_names, step=self.counters.step)
         # Fixed latents from their own seed: every grid of a run (and of its reruns) shows the same z and classes.
         z, y = G.random_inputs(self.cfg.sample.n, self.cfg.sample.trunc,
                                seed=derive_seed(self.cfg.train.seed, FIXED_LATENTS_STREAM))
         with self.accelerator.autocast():
             images = G.generate(z, y, batch_size=self.micro_batch)
-        return publish_samples(self.accelerator, images, self.run_dir / "samples" / f"step-{self.counters.step:07d}.png",
-                               self.counters.step)
+        path = self.run_dir / "samples" / f"step-{self.counters.step:07d}.png"
+        self._grid = (self.counters.step, publish_samples(self.accelerator, images, path, self.counters.step))
+        return path
 
     def _next_real(self) -> tuple[torch.Tensor, torch.Tensor]:
         pos = self.counters.real_seen
