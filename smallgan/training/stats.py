@@ -77,7 +77,7 @@ class ProgressLine:
         if self.fancy:
             self._progress = Progress(
                 TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+                TextColumn("eta"), TimeRemainingColumn(), console=console,
             )
             self._task = self._progress.add_task("train", total=total, completed=start)
             self._progress.start()
