@@ -84,7 +84,8 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(run_dir, tmp_
 
 def test_per_image_seeds_regenerate_identical_files_at_any_batch_size(run_dir, tmp_path):
     for out, seeds, batch in (("a", "0-5,100", "7"), ("b", "5,100,3", "1")):
-        _cli("--run", str(run_dir), "--seeds", seeds, "--trunc", "0.7", "--batch-size", batch, "--out", str(tmp_path / out))
+        _cli("--run", str(run_dir), "--seeds", seeds, "--trunc", "0.7", "--batch-size", batch,
+             "--out", str(tmp_path / out))
     a, b = tmp_path / "a", tmp_path / "b"
     assert sorted(p.name for p in a.iterdir()) == [f"seed{i:04d}.png" for i in (0, 1, 2, 3, 4, 5, 100)]
     for name in ("seed0003.png", "seed0005.png", "seed0100.png"):   # alone, in another order, batch 1 vs 7

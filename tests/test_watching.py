@@ -110,6 +110,8 @@ def test_version_recipes_and_help_point_at_the_settings():
     assert "smallgan recipes" in help_text and "smallgan/config.py" in help_text
     with pytest.raises(SmallganError, match="--precision fp32: use one of auto .* no"):
         invoke("bench", "--precision", "fp32")
+    with pytest.raises(SmallganError, match="--log-with tb: use one of"):
+        invoke("train", "--log-with", "tb", "--dry-run")
 
 
 def _readme_commands() -> list[list[str]]:
