@@ -45,24 +45,29 @@ def train(tmp_path: Path, *args: str, sets: list[str] = TINY):
 @pytest.mark.slow
 def test_a_run_shows_itself_and_the_same_command_continues_it(tmp_path):
     """One run, to save CI time: what it writes to watch it (reals.png, latest.png, log lines, TensorBoard
-    images, a timelapse), then continued by rerunning the command, by --resume RUN and by a checkpoint folder."""
+    images, a timelapse), continued by rerunning the command, by --resume RUN and by a checkpoint folder."""
     tensorboard = pytest.importorskip("tensorboard", reason="TensorBoard (the dev extra) logs the grids")
     command = ["--recipe", "tiny-cpu", "--name", "run"]
-    out = train(tmp_path, *command, "--max-steps", "2", sets=[*TINY, "train.sample_every=1"])
+    sets = [*TINY, "train.sample_every=1"]
+    out = train(tmp_path, *command, "--max-steps", "1", sets=sets)
     run = tmp_path / "run"
     # Real images as D sees them, at the grid's size; the newest progress grid also as latest.png.
-    assert Image.open(run / "reals.png").size == Image.open(run / "samples" / "step-0000002.png").size
+    assert Image.open(run / "reals.png").size == Image.open(run / "samples" / "step-0000001.png").size
+    assert (run / "samples" / "latest.png").read_bytes() == (run / "samples" / "step-0000001.png").read_bytes()
+    # The same command with a higher limit continues: no --resume, no "already has checkpoints".
+    out2 = train(tmp_path, *command, "--max-steps", "2", sets=sets)
+    assert "continuing" in out2 and "train.max_steps 1 -> 2" in out2 and "resumed from" in out2
     assert (run / "samples" / "latest.png").read_bytes() == (run / "samples" / "step-0000002.png").read_bytes()
     # One log line per interval with the figures a user watches (the terminal keeps them all).
-    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    lines = [line for line in (out + out2).splitlines() if line.startswith("step ")]
     assert len(lines) == 2 and all(k in lines[-1] for k in ("step 2/2", "kimg", "img/s", "s/kimg", "MB", "eta"))
-    # TensorBoard by default when installed: the grids are images beside the scalars.
+    # TensorBoard by default when installed: the grids are images beside the scalars; a continued run appends.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tensorboard"))
     events.Reload()
     assert {"samples", "reals"} <= set(events.Tags()["images"]), tensorboard.__version__
-    assert [e.step for e in events.Images("samples")] == [1, 2]     # each grid once, the last one included
+    assert sorted(e.step for e in events.Images("samples")) == [1, 2]     # each grid once, the last included
     assert {"d_loss", "g_loss", "img_s", "kimg"} <= set(events.Tags()["scalars"])
     # The saved grids as an animation, one frame per grid.
     result = invoke("timelapse", str(run), "--out", str(tmp_path / "run.gif"))
@@ -71,17 +76,14 @@ def test_a_run_shows_itself_and_the_same_command_continues_it(tmp_path):
     with pytest.raises(SmallganError, match="imageio"):
         invoke("timelapse", str(run), "--out", str(tmp_path / "run.mp4"))
 
-    # The same command with a higher limit continues: no --resume, no "already has checkpoints".
-    out = train(tmp_path, *command, "--max-steps", "3", sets=[*TINY, "train.sample_every=1"])
-    assert "continuing" in out and "train.max_steps 2 -> 3" in out and "resumed from" in out
     # Without the recipe or the --set options: the run's saved config is the base (model.ch=4, not tiny-cpu's).
-    out = invoke("train", "--resume", str(run), "--max-steps", "4").output
-    assert "resumed from" in out and "step-0000003" in out
+    out = invoke("train", "--resume", str(run), "--max-steps", "3").output
+    assert "resumed from" in out and "step-0000002" in out
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "d_loss" in r]
-    assert steps == [1, 2, 3, 4]               # each continuation carried on from its checkpoint
+    assert steps == [1, 2, 3]                  # each continuation carried on from its checkpoint
     assert '"ch": 4' in (run / "config.json").read_text()
-    out = invoke("train", "--resume", str(run / "checkpoints" / "step-0000003"), "--max-steps", "5", "--dry-run")
-    assert "continuing" in out.output and "step-0000003" in out.output and '"max_steps": 5' in out.output
+    out = invoke("train", "--resume", str(run / "checkpoints" / "step-0000002"), "--max-steps", "5", "--dry-run")
+    assert "continuing" in out.output and "step-0000002" in out.output and '"max_steps": 5' in out.output
     # A change of model is refused by name; --overwrite starts over (from the recipe and options given).
     with pytest.raises(SmallganError, match="model.ch=8"):
         invoke("train", "--resume", str(run), "--set", "model.ch=8")
