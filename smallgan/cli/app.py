@@ -35,6 +35,7 @@ def _options(
 ) -> None:
     """Options before the command."""
 
+
 # Options shared by the commands that build a config from a recipe.
 RecipeOption = typer.Option("tiny-cpu", "--recipe", "-r", help="Built-in recipe (`smallgan recipes` lists them) or "
                             "path to a .toml recipe.")

@@ -85,7 +85,8 @@ def sample_command(
                              progress=progress("standing statistics"))
         if seed_list is not None:
             written, what = _seeds(G, seed_list, trunc, class_list, batch_size, progress, grid, nrow, overwrite,
-                                   out or samples_dir / (f"seeds-{tag}" + (".png" if grid else "")))
+                                   out or samples_dir / (f"seeds-{tag.replace(f'-s{seed}', '', 1)}"
+                                                         + (".png" if grid else "")))
         elif thresholds is not None:
             written, what = _sweep(G, thresholds, n, nrow, seed, class_list, batch_size, standing_stats, progress,
                                    out or samples_dir / f"trunc-sweep-s{seed}.png")
