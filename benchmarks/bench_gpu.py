@@ -459,7 +459,7 @@ def run_train(r: Runner, q: bool, out_dir: Path) -> None:
     r._logchild("train", text)
     row = {"item": "train", "name": f"anime64-shapes-{steps}steps", "ok": rc == 0, "rc": rc, "wall_s": wall,
            "command": "smallgan " + " ".join(cmd[3:])}
-    step_lines = [ln.strip() for ln in text.splitlines() if re.match(r"\s*step \d+ ", ln)]
+    step_lines = [ln.strip() for ln in text.splitlines() if re.match(r"\s*step \d+[/ ]", ln)]
     row["log_lines"] = step_lines[-6:]
     rates = [float(m.group(1)) for ln in step_lines if (m := re.search(r"([\d.]+) img/s", ln))]
     if rates:

@@ -33,7 +33,7 @@ from smallgan.models.config import ModelConfig
 __all__ = [
     "SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "SampleConfig",
     "TrainConfig", "apply_override", "config_from_dict", "load_config", "read_config", "recipe_names",
-    "validate",
+    "validate", "with_overrides",
 ]
 
 
@@ -108,7 +108,8 @@ class TrainConfig:
     # download when online), "random" = an untrained trunk (tests only: the loss then means little).
     recon_weight: float = 1.0
     lpips_weights: str = ""
-    log_with: str = ""                # "", tensorboard, wandb (Accelerate trackers)
+    # Accelerate tracker for scalars and image grids: auto (TensorBoard when installed) | none | tensorboard | wandb
+    log_with: str = "auto"
     # Speed and memory (measured with `smallgan bench`; see the README's table before changing them)
     channels_last: bool = True        # NHWC memory format for G, D and real batches (1.05-1.3x on CPU)
     compile: bool = False             # torch.compile G and D (eager fallback when no compiler is available)
@@ -187,6 +188,13 @@ def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...
         data, name = _read_recipe(recipe)
         cfg.recipe = name
         _apply_dict(cfg, data, prefix="")
+    return with_overrides(cfg, overrides, copy=False)
+
+
+def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], copy: bool = True) -> Config:
+    """`cfg` (a copy unless copy=False) with ``section.key=value`` overrides applied, validated (a continued run's
+    saved config and the command line's --set options)."""
+    cfg = config_from_dict(cfg.to_dict()) if copy else cfg
     for item in overrides:
         apply_override(cfg, item)
     _convert_deprecated(cfg, announce=True)
@@ -289,6 +297,7 @@ PRECISIONS = ("auto", "no", "fp16", "bf16")   # "auto" is resolved per device (s
 FLIPS = ("true", "false", "dataset")
 FINETUNE = ("all", "g_norm")                  # what of G trains (smallgan/training/transfer.py)
 ON_DIVERGE = ("rollback", "stop")
+LOG_WITH = ("auto", "none", "", "tensorboard", "wandb")   # "" = none (configs saved before auto existed)
 
 
 def validate(cfg: Config) -> None:
@@ -303,7 +312,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.n_classes must be >= 0 (0 = from the dataset, 1 = unconditional)")
     for key, value, allowed in (("train.precision", t.precision, PRECISIONS), ("data.flip", cfg.data.flip, FLIPS),
                                 ("train.loss", t.loss, D_LOSSES), ("train.finetune", t.finetune, FINETUNE),
-                                ("train.on_diverge", t.on_diverge, ON_DIVERGE)):
+                                ("train.on_diverge", t.on_diverge, ON_DIVERGE), ("train.log_with", t.log_with, LOG_WITH)):
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
     if t.micro_batch <= 0 or t.batch <= 0:

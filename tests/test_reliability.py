@@ -119,6 +119,15 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, sig):
     assert latest is not None
     last_logged = _strict_jsonl(run / "metrics.jsonl")[-1]["step"]
     assert int(latest.name.split("-")[1]) == last_logged     # nothing trained after the last checkpoint is lost
+    if sig == signal.SIGTERM:   # a pre-empted job is requeued as it was: the same command continues the run
+        proc = subprocess.Popen(_train_cmd(tmp_path, "train.ckpt_every=1000", "train.max_steps=100000"),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert _wait_for(lambda: _strict_jsonl(run / "metrics.jsonl")[-1]["step"] > last_logged, proc=proc)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == ExitCode.TERMINATED, out[-2000:]
+        assert f"resumed from {latest} at step {last_logged}" in out.replace("\n", "")
+        assert _latest_step(run) > last_logged
 
 
 @pytest.mark.slow

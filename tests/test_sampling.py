@@ -82,6 +82,25 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(run_dir, tmp_
     assert Image.open(tmp_path / "f1" / files[0]).size == (32, 32)
 
 
+def test_per_image_seeds_regenerate_identical_files_at_any_batch_size(run_dir, tmp_path):
+    for out, seeds, batch in (("a", "0-5,100", "7"), ("b", "5,100,3", "1")):
+        _cli("--run", str(run_dir), "--seeds", seeds, "--trunc", "0.7", "--batch-size", batch,
+             "--out", str(tmp_path / out))
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert sorted(p.name for p in a.iterdir()) == [f"seed{i:04d}.png" for i in (0, 1, 2, 3, 4, 5, 100)]
+    for name in ("seed0003.png", "seed0005.png", "seed0100.png"):   # alone, in another order, batch 1 vs 7
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert (a / "seed0000.png").read_bytes() != (a / "seed0001.png").read_bytes()
+    # A class applies to every seed (same z, another image); the seed's file is refused twice without --overwrite.
+    for name in ("square", "triangle"):
+        _cli("--run", str(run_dir), "--seeds", "3", "--trunc", "0.7", "--class", name, "--out", str(tmp_path / name))
+    assert (tmp_path / "square" / "seed0003.png").read_bytes() != (tmp_path / "triangle" / "seed0003.png").read_bytes()
+    with pytest.raises(SmallganError, match="--overwrite"):
+        _cli("--run", str(run_dir), "--seeds", "3", "--out", str(tmp_path / "square"))
+    with pytest.raises(SmallganError, match="--seeds"):
+        _cli("--run", str(run_dir), "--seeds", "7-2")
+
+
 def test_folder_refuses_to_mix_with_earlier_samples_unless_overwrite(run_dir, tmp_path):
     out = tmp_path / "fid"
     _cli("--run", str(run_dir), "--n", "5", "--out", str(out))

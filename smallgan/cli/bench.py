@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from smallgan.cli.app import SetOption, app
+from smallgan.cli.common import PRECISION_HELP, check_precision
 
 
 @app.command()
@@ -17,9 +18,7 @@ def bench(
     ch: int = typer.Option(16, "--ch", help="Width multiplier (BigGAN ch; FastGAN ngf)."),
     batch: int = typer.Option(16, "--batch", help="Micro-batch per device (one per iteration)."),
     d_steps: int = typer.Option(2, "--d-steps", help="D updates per G update."),
-    precision: str = typer.Option(
-        "auto", "--precision", help="auto (bf16 on GPUs with native bf16, fp16 on older GPUs, fp32 on CPU) | "
-        "fp32 (= no) | fp16 | bf16"),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     iters: int = typer.Option(10, "--iters", help="Timed iterations (after warm-up)."),
     warmup: int = typer.Option(3, "--warmup", help="Untimed iterations first (compilation, caches)."),
@@ -40,7 +39,7 @@ def bench(
 
         if not torch.cuda.is_available():
             raise SmallganError("--device cuda: no CUDA GPU is visible; use --device cpu")
-    precision = "no" if precision == "fp32" else precision
+    check_precision(precision)
     rows = []
     for r in resolution:
         cfg = bench_config(arch, r, ch, batch, d_steps, precision, list(sets or []))

@@ -5,14 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from smallgan.config import Config, load_config
+from smallgan.config import PRECISIONS, Config, load_config
+from smallgan.errors import SmallganError
+
+# One precision vocabulary for every command (train.precision's values).
+PRECISION_HELP = ("auto (Accelerate's setting, else bf16 on GPUs with native bf16, fp16 on older GPUs, no on a CPU) "
+                  "| no (fp32) | fp16 | bf16.")
+
+
+def check_precision(value: str | None) -> None:
+    if value is not None and value not in PRECISIONS:
+        raise SmallganError(f"--precision {value}: use one of {' | '.join(PRECISIONS)} (fp32 is `no`)")
 
 
 def config_from_options(recipe: str, sets: list[str] | None, extra: dict[str, object] | None = None) -> Config:
     """--recipe, then --set overrides, then typed CLI options (only those the user gave: None means unset)."""
-    overrides = list(sets or [])
-    overrides += [f"{k}={_literal(v)}" for k, v in (extra or {}).items() if v is not None]
-    return load_config(recipe, overrides)
+    return load_config(recipe, override_items(sets, extra))
+
+
+def override_items(sets: list[str] | None, extra: dict[str, object] | None = None) -> list[str]:
+    """--set items, then typed options as ``key=value`` items (those set: None means unset)."""
+    return [*(sets or []), *(f"{k}={_literal(v)}" for k, v in (extra or {}).items() if v is not None)]
 
 
 def _literal(v: object) -> str:

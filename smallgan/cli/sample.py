@@ -12,6 +12,7 @@ from smallgan.cli.app import app
 from smallgan.errors import SmallganError
 
 _OUR_FILES = re.compile(r"^\d+\.png$")
+_SEED_FILES = re.compile(r"^seed\d+\.png$")
 
 
 @app.command("sample")
@@ -25,6 +26,9 @@ def sample_command(
     n: int = typer.Option(64, "--n", help="Images to generate (interpolation: n // steps rows)."),
     nrow: Optional[int] = typer.Option(None, "--nrow", help="Images per grid row (default: square-ish)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the latents: the same seed writes the same files."),
+    seeds: Optional[str] = typer.Option(
+        None, "--seeds", help="One image per seed, e.g. 0-35,100 -> seed0000.png ... (or one --grid): each image "
+        "from its own seed, the same whatever the batch size; --class and --trunc apply to each."),
     trunc: Optional[float] = typer.Option(
         None, "--trunc", help="Truncation threshold for z, e.g. 0.5 (0 = none; default: the run's sample.trunc)."
     ),
@@ -50,6 +54,10 @@ def sample_command(
 ) -> None:
     """Sample a trained generator (EMA weights): a grid, a folder of PNGs for FID tools, or the paper's figures."""
     _check_options(n, nrow, batch_size, trunc, standing_stats, interp, trunc_sweep, classes, to_class, run, ckpt)
+    seed_list = _parse_seeds(seeds) if seeds is not None else None
+    if seed_list is not None and (interp is not None or trunc_sweep is not None):
+        raise SmallganError("--seeds writes one image per seed (or a --grid of them); it does not combine with "
+                            "--interp or --trunc-sweep, which take --seed")
     thresholds = _parse_thresholds(trunc_sweep) if trunc_sweep is not None else None
     class_list = [c for item in classes or [] for c in item.split(",") if c.strip()] or None
     if out is not None and (thresholds is not None or interp is not None or grid):
@@ -75,7 +83,11 @@ def sample_command(
         if standing_stats and thresholds is None:
             G.standing_stats(standing_stats, trunc, batch_size=max(batch_size, 2), seed=seed,
                              progress=progress("standing statistics"))
-        if thresholds is not None:
+        if seed_list is not None:
+            written, what = _seeds(G, seed_list, trunc, class_list, batch_size, progress, grid, nrow, overwrite,
+                                   out or samples_dir / (f"seeds-{tag.replace(f'-s{seed}', '', 1)}"
+                                                         + (".png" if grid else "")))
+        elif thresholds is not None:
             written, what = _sweep(G, thresholds, n, nrow, seed, class_list, batch_size, standing_stats, progress,
                                    out or samples_dir / f"trunc-sweep-s{seed}.png")
         elif interp is not None:
@@ -96,7 +108,7 @@ def sample_command(
     if standing_stats and thresholds is not None:
         stats += " at each threshold"
     trunc_note = "" if thresholds is not None else f", trunc {trunc:g}"
-    print(f"wrote {written} ({what}{trunc_note}, seed {seed}{stats})")
+    print(f"wrote {written} ({what}{trunc_note}, {f'seeds {seeds}' if seeds else f'seed {seed}'}{stats})")
 
 
 def _check_options(n: int, nrow: int | None, batch_size: int, trunc: float | None, standing: int, interp: int | None,
@@ -172,3 +184,44 @@ def _folder(G: Any, n: int, trunc: float, seed: int, classes: Any, batch_size: i
     z, y = G.latents(n, trunc, seed), G.labels(n, classes)
     count = save_folder(G.batches(z, y, batch_size=batch_size, progress=progress("images")), out, n)
     return out, f"{count} PNG files"
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """"0-35,100" -> [0, 1, ..., 35, 100]."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        first, dash, last = part.partition("-")
+        try:
+            lo, hi = int(first), int(last if dash else first)
+        except ValueError:
+            raise SmallganError(f"--seeds {text!r}: expected seeds and ranges, e.g. 0-35,100") from None
+        if lo < 0 or hi < lo:
+            raise SmallganError(f"--seeds {text!r}: {part} is not a range of seeds >= 0 (low-high)")
+        out += range(lo, hi + 1)
+    if not out:
+        raise SmallganError(f"--seeds {text!r}: give at least one seed, e.g. 0-35,100")
+    return out
+
+
+def _seeds(G: Any, seeds: list[int], trunc: float, classes: Any, batch_size: int, progress: Any, grid: bool,
+           nrow: int | None, overwrite: bool, out: Path) -> tuple[Path, str]:
+    from smallgan.sampling import grid_columns, save_grid
+    from smallgan.sampling.images import to_pil
+    from smallgan.io import atomic_write
+
+    z, y = G.seed_inputs(seeds, trunc, classes)
+    if grid:
+        per_row = nrow or grid_columns(len(seeds))
+        images = G.generate(z, y, batch_size=batch_size, progress=progress("images"))
+        return save_grid(images, out, nrow=per_row), f"{len(seeds)} seeds, {per_row} per row"
+    if out.exists() and not out.is_dir():
+        raise SmallganError(f"--out {out} is a file; without --grid, --seeds writes seedNNNN.png files to a folder")
+    ours = [p for p in out.iterdir() if _SEED_FILES.match(p.name)] if out.is_dir() else []
+    if ours and not overwrite:
+        raise SmallganError(f"{out} already holds {len(ours)} seed PNGs; pass --overwrite or another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    seed_iter = iter(seeds)
+    for batch in G.batches(z, y, batch_size=batch_size, progress=progress("images")):
+        for image in to_pil(batch):
+            atomic_write(out / f"seed{next(seed_iter):04d}.png", lambda p, im=image: im.save(p, format="PNG"))
+    return out, f"{len(seeds)} PNG files seedNNNN.png"

@@ -7,18 +7,22 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from smallgan.cli.app import RecipeOption, SetOption, app, run_app
-from smallgan.cli.common import config_from_options, normalize_resume_argv
+from smallgan.cli.app import SetOption, app, run_app
+from smallgan.cli.common import PRECISION_HELP, check_precision, config_from_options, normalize_resume_argv
+from smallgan.cli.run_config import DEFAULT_RECIPE, plan_training, print_notes
+from smallgan.errors import SmallganError
 from smallgan.exit_codes import ExitCode
 
 
 def train_command(
-    recipe: str = RecipeOption,
+    recipe: Optional[str] = typer.Option(
+        None, "--recipe", "-r", help=f"Built-in recipe (`smallgan recipes` lists them) or a .toml path. A new run "
+        f"without it trains {DEFAULT_RECIPE} (a note says so); a continued run uses its saved config."),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Prepared dataset, image folder or builtin:shapes."),
     name: Optional[str] = typer.Option(None, "--name", help="Run folder name under train.out_dir."),
-    resume: Optional[str] = typer.Option(
-        None, "--resume", help="Continue the run: alone for its latest checkpoint, or a checkpoint folder."
-    ),
+    resume: str = typer.Option(
+        "auto", "--resume", help="auto: continue the run folder's latest checkpoint when it has one, else start; "
+        "or a run folder (runs/NAME) or checkpoint folder (runs/NAME/checkpoints/step-*) to continue."),
     init: Optional[str] = typer.Option(
         None, "--init", help="Start a new run from another run's weights (a run or checkpoint folder, e.g. one "
         "written by `smallgan convert`): fine-tuning, for new classes too. Same as --set train.init=PATH."),
@@ -28,32 +32,38 @@ def train_command(
     ),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this."),
     precision: Optional[str] = typer.Option(
-        None, "--precision", help="auto (Accelerate's setting, else bf16 on GPUs with native bf16, fp16 on older "
-        "GPUs, no on CPU) | no | fp16 | bf16. Default: the recipe's, else auto."),
+        None, "--precision", help=PRECISION_HELP + " Default: the recipe's, else auto."),
     lpips_weights: Optional[str] = typer.Option(
         None, "--lpips-weights", help="Local vgg16-397923af.pth for FastGAN's LPIPS loss (offline machines)."
     ),
     log_with: Optional[str] = typer.Option(
-        None, "--log-with", help="Also log to Accelerate trackers: tensorboard or wandb (installed separately)."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an existing run folder."),
+        None, "--log-with", help="Tracker for scalars and image grids: auto (TensorBoard when installed, the "
+        "default) | none | tensorboard | wandb."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an existing run folder (its "
+                                   "checkpoints are removed)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     sets: Optional[list[str]] = SetOption,
 ) -> None:
-    """Train BigGAN on a prepared dataset (any device; DDP when launched with accelerate/torchrun)."""
-    cfg = config_from_options(recipe, sets, {
-        "data.path": data, "train.name": name, "train.init": init, "train.max_steps": max_steps, "train.max_kimg": max_kimg,
+    """Train BigGAN on a prepared dataset (any device; DDP when launched with accelerate/torchrun). Rerunning
+    the same command continues the run. Every setting and its default: smallgan/config.py."""
+    check_precision(precision)
+    if log_with is not None and log_with not in ("auto", "none", "tensorboard", "wandb"):
+        raise SmallganError(f"--log-with {log_with}: use one of auto | none | tensorboard | wandb")
+    plan = plan_training(recipe, sets, {
+        "data.path": data, "train.name": name, "train.init": init, "train.max_steps": max_steps,
+        "train.max_kimg": max_kimg,
         "train.max_minutes": max_minutes, "train.precision": precision, "train.lpips_weights": lpips_weights,
         "train.log_with": log_with,
-    })
+    }, resume, overwrite)
+    print_notes(plan)
     if dry_run:
-        print(cfg.to_json())
+        print(plan.cfg.to_json())
         return
     import torch.distributed as dist
 
     from smallgan.training.loop import train
 
-    trainer = train(cfg, resume=resume, overwrite=overwrite)
+    trainer = train(plan.cfg, resume=plan.resume, overwrite=overwrite)
     if dist.is_available() and dist.is_initialized():
         # A launched run ends its process group itself: gloo/NCCL threads still running at interpreter exit can
         # abort the process ("terminate called without an active exception") after a successful run.
@@ -83,11 +93,10 @@ def demo(
     trainer = train(cfg, overwrite=True, console=console)
     run = trainer.run_dir
     console.print(f"\n[bold green]demo finished[/] after {trainer.counters.step} steps. Look at:")
-    console.print(f"  samples    {run / 'samples'} (latest: step-{trainer.counters.step:07d}.png)")
+    console.print(f"  samples    {run / 'samples' / 'latest.png'} (real images: {run / 'reals.png'})")
     console.print(f"  generator  {run / 'generator.safetensors'}")
     console.print(f"  metrics    {run / 'metrics.jsonl'}")
-    console.print(f"  continue   smallgan train --recipe tiny-cpu --name demo --data builtin:shapes --resume "
-                  f"--max-steps {trainer.counters.step * 2} --set train.out_dir={out_dir}")
+    console.print(f"  continue   smallgan train --resume {run} --max-steps {trainer.counters.step * 2}")
 
 
 def main() -> None:

@@ -138,6 +138,20 @@ class TrainedGenerator:
         _check_draw(n, trunc)
         return sample_latents(n, self.z_dim, self.n_classes, trunc=trunc, generator=_cpu_generator(seed))
 
+    def seed_inputs(self, seeds: Sequence[int], trunc: float = 0.0, classes: ClassSpec = None) -> tuple[Tensor, Tensor]:
+        """(z, y) on the CPU with one generator per image, seeded by its own seed: image i depends on seeds[i]
+        (and trunc, classes) only, not on its neighbours, their number or the batch size. Its z is
+        :meth:`latents` of that seed (n=1); its class is drawn next from the same stream, uniformly among
+        `classes` (default: all classes)."""
+        _check_draw(max(1, len(seeds)), trunc)
+        chosen = resolve_classes(classes, self.class_names, self.n_classes) or list(range(self.n_classes))
+        z, y = [], []
+        for seed in seeds:
+            g = _cpu_generator(seed)
+            z.append(truncated_normal((1, self.z_dim), trunc, generator=g))
+            y.append(chosen[int(torch.randint(len(chosen), (1,), generator=g))])
+        return torch.cat(z), torch.as_tensor(y, dtype=torch.long)
+
     def labels(self, n: int, classes: ClassSpec = None, nrow: int | None = None) -> Tensor:
         """(n,) class labels: the given classes (names or indices) or all classes, spread per sample or row."""
         chosen = resolve_classes(classes, self.class_names, self.n_classes)

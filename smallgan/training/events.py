@@ -16,7 +16,8 @@ from smallgan.config import Config
 from smallgan.errors import TrainingDiverged
 from smallgan.layers.spectral_norm import top_singular_values
 from smallgan.training.state import TrainState
-from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput
+from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput, log_line
+from smallgan.training.tracking import peak_memory_mb
 
 
 class Reporter:
@@ -61,7 +62,11 @@ class Reporter:
             )
         record: dict[str, Any] = {k: (v / self.since_log).item() for k, v in self.sums.items()}
         # img/s counts real images through D (batch x d_steps per iteration), like kimg.
-        record.update(step=c.step, kimg=c.step * self.images_per_step / 1000, img_s=self.speed.rate(),
+        img_s = self.speed.rate()
+        record.update(step=c.step, kimg=c.step * self.images_per_step / 1000, img_s=img_s,
+                      sec_kimg=1000 / img_s if img_s > 0 else 0.0,
+                      eta_s=(self.total_steps - c.step) * self.images_per_step / img_s if img_s > 0 else 0.0,
+                      peak_mem_mb=round(peak_memory_mb(self.accelerator.device), 1),
                       seconds=round(c.elapsed, 2), skipped_d=c.skipped_d, skipped_g=c.skipped_g)
         for v in self.sums.values():
             v.zero_()
@@ -70,11 +75,9 @@ class Reporter:
             record.update(self._singular_values())
         if self.log is not None:
             self.log.write(record)
-        if t.log_with:
+        if self.accelerator.trackers:
             self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=c.step)
-        self.progress.update(
-            c.step, f"d {record['d_loss']:.3f} g {record['g_loss']:.3f} {record['img_s']:.1f} img/s", log_line=True
-        )
+        self.progress.update(c.step, log_line(record, self.total_steps), log_line=True)
         return True
 
     def rewound(self) -> None:

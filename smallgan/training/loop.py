@@ -28,7 +28,6 @@ from smallgan.layers.spectral_norm import power_iteration_
 from smallgan.registry import capabilities
 from smallgan.sampling.export import GENERATOR_FILE
 from smallgan.sampling.generator import TrainedGenerator
-from smallgan.sampling.images import save_grid
 from smallgan.training.batches import (
     FIXED_LATENTS_STREAM, STANDING_STATS_STREAM, derive_seed, load_real_data, resolve_flip, step_seed,
 )
@@ -41,6 +40,7 @@ from smallgan.training.state import Counters, TrainState, resume_path
 from smallgan.training.stopping import Stopping, limit_reached, planned_steps
 from smallgan.training.transfer import load_pretrained, trainable
 from smallgan.training.stats import MetricsLog
+from smallgan.training.tracking import publish_samples, resolve_log_with, start_trackers, write_reals
 
 # Re-exported: callers import them from here.
 __all__ = ["Counters", "Trainer", "TrainingDiverged", "resolve_flip", "run_dir_for", "train"]
@@ -66,7 +66,7 @@ def _make_accelerator(cfg: Config, run_dir: Path):
         cpu=cpu,
         mixed_precision=precision.value,
         kwargs_handlers=[ddp],
-        log_with=cfg.train.log_with or None,
+        log_with=resolve_log_with(cfg.train.log_with),
         project_dir=str(run_dir),
     )
     return accelerator, precision
@@ -141,6 +141,7 @@ class Trainer:
             recon_weight=t.recon_weight, splits_real_fake=capabilities(cfg.model).splits_real_fake,
         )
         self._sampling, self._sampling_step = None, -1
+        self._grid: tuple[int, Path] | None = None   # (step, file) of the last progress grid this session wrote
         self.stopping: Stopping | None = None   # of the last run(): which signal, if any, stopped it
         self.quality = QualityTracker(cfg, data.path, acc, (self._resumed_state or {}).get("best"))
 
@@ -180,13 +181,17 @@ class Trainer:
     def write_samples(self) -> Path | None:
         if not self.is_main:
             return None
+        if self._grid is not None and self._grid[0] == self.counters.step:   # the last step's, written already
+            return self._grid[1]
         G = TrainedGenerator(self.sampling_generator(), self.cfg, self.class_names, step=self.counters.step)
         # Fixed latents from their own seed: every grid of a run (and of its reruns) shows the same z and classes.
         z, y = G.random_inputs(self.cfg.sample.n, self.cfg.sample.trunc,
                                seed=derive_seed(self.cfg.train.seed, FIXED_LATENTS_STREAM))
         with self.accelerator.autocast():
             images = G.generate(z, y, batch_size=self.micro_batch)
-        return save_grid(images, self.run_dir / "samples" / f"step-{self.counters.step:07d}.png")
+        path = self.run_dir / "samples" / f"step-{self.counters.step:07d}.png"
+        self._grid = (self.counters.step, publish_samples(self.accelerator, images, path, self.counters.step))
+        return path
 
     def _next_real(self) -> tuple[torch.Tensor, torch.Tensor]:
         pos = self.counters.real_seen
@@ -250,8 +255,9 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         if self.is_main:
             atomic_write_text(self.run_dir / "config.json", cfg.to_json())
-            if cfg.train.log_with:
-                acc.init_trackers(self.run_dir.name, config=flat_scalars(cfg.to_dict()))
+            start_trackers(acc, self.run_dir, flat_scalars(cfg.to_dict()))
+            # The global RNG this touches (random flips) is reseeded at every iteration: the trajectory is unchanged.
+            write_reals(acc, self.stream, cfg.sample.n, self.run_dir, self.counters.step)
             self.console.print(
                 f"run {self.run_dir}: {cfg.model.arch} {cfg.model.resolution}px, {self.n_classes} class(es), "
                 f"{len(self.stream) * self.world} images, batch {self.plan.batch} = {self.micro_batch} x "
@@ -277,6 +283,8 @@ class Trainer:
         if log is not None:
             log.write({"event": "eval", "step": c.step, "extractor": self.quality.extractor.name,
                        **results})
+        if self.accelerator.trackers:   # FID/KID beside the losses, at the same steps
+            self.accelerator.log({k: v for k, v in results.items() if isinstance(v, (int, float))}, step=c.step)
         if self.is_main:
             shown = ", ".join(f"{k} {results[k]:.4g}" for k in self.cfg.eval.metrics if k in results)
             self.console.print(f"step {c.step} eval ({results['n_fake']} images): {shown}")
@@ -284,7 +292,7 @@ class Trainer:
     def _finish(self, why: str) -> None:
         path = self.save_checkpoint()
         samples = self.write_samples()
-        if self.cfg.train.log_with:
+        if self.accelerator.trackers:
             self.accelerator.end_training()
         if self.is_main:
             self.console.print(f"{why}: checkpoint {path}, samples {samples}, generator "

@@ -35,31 +35,42 @@ class Counters:
 DEVICE_COUNTERS = ("skipped_d", "skipped_g", "bad_streak")
 
 
+def checkpoint_to_resume(resume: str | Path) -> Path:
+    """The checkpoint a --resume path names: a run folder's latest checkpoint, or a checkpoint folder itself."""
+    path = Path(resume)
+    if (path / "checkpoints").is_dir() or (path / "config.json").is_file() and not (path / "state.pt").is_file():
+        latest = ckpt.latest_checkpoint(path)
+        if latest is None:
+            raise SmallganError(f"--resume {resume}: this run folder has no checkpoint yet; start it without --resume")
+        return latest
+    if not path.is_dir():
+        raise SmallganError(f"--resume {resume}: no such folder; pass a run folder (runs/NAME) or one of its "
+                            "checkpoints (runs/NAME/checkpoints/step-*)")
+    return path
+
+
 def resume_path(run_dir: Path, resume: str | None, overwrite: bool, accelerator: Any,
                 console: Console) -> Path | None:
-    """The checkpoint to resume from (None: a new run). Without --resume an existing run is refused unless
-    `overwrite`, which removes its checkpoints."""
+    """The checkpoint to resume from (None: a new run). `resume`: "auto" (the CLI's default) continues the latest
+    checkpoint of `run_dir` when there is one, else starts; "latest" the same, with a note when there is none;
+    a run folder or a checkpoint folder continues that. None starts a new run and refuses an existing one.
+    `overwrite` starts over whatever `resume` says, removing the run's checkpoints."""
     existing = ckpt.latest_checkpoint(run_dir)
-    if resume in (None, ""):
+    if overwrite or resume in (None, ""):
         if existing is not None and not overwrite:
             raise SmallganError(
-                f"run folder {run_dir} already has checkpoints; pass --resume to continue it, "
-                "or choose another name with --set train.name=NEW"
+                f"run folder {run_dir} already has checkpoints; continue it with --resume, start over with "
+                "--overwrite, or pick another --name"
             )
         if existing is not None and accelerator.is_main_process:
             shutil.rmtree(ckpt.checkpoint_dir(run_dir), ignore_errors=True)
         accelerator.wait_for_everyone()
         return None
-    if resume == "latest":
-        if existing is None:
-            if accelerator.is_main_process:
-                console.print(f"note: no checkpoint in {run_dir} yet; starting a new run")
-            return None
+    if resume in ("auto", "latest"):
+        if existing is None and resume == "latest" and accelerator.is_main_process:
+            console.print(f"note: no checkpoint in {run_dir} yet; starting a new run")
         return existing
-    path = Path(resume)
-    if not path.is_dir():
-        raise SmallganError(f"--resume {resume}: no such checkpoint folder; pass runs/NAME/checkpoints/step-*")
-    return path
+    return checkpoint_to_resume(resume)
 
 
 class TrainState:
@@ -108,7 +119,7 @@ class TrainState:
             self.counters.real_seen = state["real_seen_by_rank"][acc.process_index]
         self._to_device()
         if self.is_main:
-            self.console.print(f"resumed from {path} at step {self.counters.step}")
+            self.console.print(f"resumed from {path} at step {self.counters.step} (--overwrite starts over)")
         return state
 
     def save(self, cfg: Config, class_names: list[str], sampling_generator: Callable[[], nn.Module],

@@ -55,8 +55,33 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+
+# The terminal's log line: (record key, format), each shown when the log record has the key, in this order.
+# A new logged value appears in the line by one entry here.
+LOG_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("kimg", "kimg {:.2f}"), ("d_loss", "d {:.3f}"), ("g_loss", "g {:.3f}"), ("d_recon", "recon {:.3f}"),
+    ("r_t", "r_t {:.2f}"), ("p", "p {:.3f}"), ("img_s", "{:.1f} img/s"), ("sec_kimg", "{:.1f} s/kimg"),
+    ("peak_mem_mb", "mem {:.0f} MB"), ("eta_s", lambda v: f"eta {_duration(v)}"),
+)
+
+
+def log_line(record: dict[str, Any], total_steps: int) -> str:
+    """One log interval as a line: ``step 120/1000 kimg 15.36 d 1.234 g 0.567 ...`` (see LOG_FIELDS)."""
+    parts = [f"step {record['step']}/{total_steps}"]
+    for key, fmt in LOG_FIELDS:
+        value = record.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(fmt(value) if callable(fmt) else fmt.format(value))
+    return " ".join(parts)
+
+
 class ProgressLine:
-    """Progress bar on a terminal; a plain log line per interval elsewhere (CI logs, notebooks)."""
+    """On a terminal: each log line printed above a live progress bar (the history stays on screen); elsewhere
+    (CI logs, files, notebooks) the plain log lines only."""
 
     def __init__(self, console: Console, total: int, start: int, enabled: bool) -> None:
         self.console, self.enabled = console, enabled
@@ -64,22 +89,17 @@ class ProgressLine:
         self._progress: Progress | None = None
         if self.fancy:
             self._progress = Progress(
-                TextColumn("[bold]step {task.completed}/{task.total}"),
-                BarColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                console=console,
+                TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), console=console,
             )
-            self._task = self._progress.add_task("train", total=total, completed=start, info="")
+            self._task = self._progress.add_task("train", total=total, completed=start)
             self._progress.start()
 
-    def update(self, step: int, info: str, log_line: bool) -> None:
+    def update(self, step: int, line: str, log_line: bool) -> None:
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, info=info)
-        elif self.enabled and log_line:
-            self.console.print(f"step {step} {info}", highlight=False)
+            self._progress.update(self._task, completed=step)
+        if self.enabled and log_line:
+            self.console.print(line, highlight=False)   # above the bar while it is live
 
     def close(self) -> None:
         if self._progress is not None:
