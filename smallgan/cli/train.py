@@ -51,9 +51,8 @@ def train_command(
         raise SmallganError(f"--log-with {log_with}: use one of auto | none | tensorboard | wandb")
     plan = plan_training(recipe, sets, {
         "data.path": data, "train.name": name, "train.init": init, "train.max_steps": max_steps,
-        "train.max_kimg": max_kimg,
-        "train.max_minutes": max_minutes, "train.precision": precision, "train.lpips_weights": lpips_weights,
-        "train.log_with": log_with,
+        "train.max_kimg": max_kimg, "train.max_minutes": max_minutes, "train.precision": precision,
+        "train.lpips_weights": lpips_weights, "train.log_with": log_with,
     }, resume, overwrite)
     print_notes(plan)
     if dry_run:
