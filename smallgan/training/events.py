@@ -73,7 +73,8 @@ class Reporter:
         if t.log_with:
             self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=c.step)
         self.progress.update(
-            c.step, f"d {record['d_loss']:.3f} g {record['g_loss']:.3f} {record['img_s']:.1f} img/s", log_line=True
+            c.step, f"d {record['d_loss']:.3f} g {record['g_loss']:.3f} r_t {record['r_t']:.2f} "
+            f"p {record['augment_p']:.2f} {record['img_s']:.1f} img/s", log_line=True
         )
         return True
 
