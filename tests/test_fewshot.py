@@ -101,3 +101,15 @@ def test_defaults_keep_the_fixed_policy_and_its_random_draws():
     published = translation(color(x))        # DiffAugment as before p existed: no mask drawn
     torch.manual_seed(3)
     assert torch.equal(DiffAugment("color,translation", p=cfg.train.augment_p)(x), published)
+
+
+def test_adaptive_p_and_lecam_add_no_host_sync(tmp_path, monkeypatch):
+    trainer = Trainer(tiny(tmp_path, *ADA, "train.ada_interval=1", "train.lecam=0.3", "train.max_steps=5"))
+    calls = []
+    original = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.append(1) or original(self))
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: calls.append(1) or [])
+    for _ in range(2):
+        trainer.train_iteration()                # an adjustment of p and two LeCam updates each
+    monkeypatch.undo()
+    assert not calls and trainer.lecam.updates.item() == 2
