@@ -88,8 +88,10 @@ class LeCam:
         """Fold the step's mean outputs (over micro-batches and processes) into the averages."""
         sums = self.accelerator.reduce(self._sums.clone(), reduction="sum")
         means = torch.stack([sums[0] / sums[1].clamp_min(1), sums[2] / sums[3].clamp_min(1)])
-        self.ema.mul_(self.decay).add_((1.0 - self.decay) * means)
-        self.updates += 1
+        # A step skipped for non-finite values must not poison the anchors of every later step.
+        finite = torch.isfinite(means).all()
+        self.ema.copy_(torch.where(finite, self.decay * self.ema + (1.0 - self.decay) * means, self.ema))
+        self.updates += finite.float()
         self._sums.zero_()
 
     def state_dict(self) -> dict[str, Any]:

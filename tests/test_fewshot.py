@@ -113,3 +113,16 @@ def test_adaptive_p_and_lecam_add_no_host_sync(tmp_path, monkeypatch):
         trainer.train_iteration()                # an adjustment of p and two LeCam updates each
     monkeypatch.undo()
     assert not calls and trainer.lecam.updates.item() == 2
+
+
+def test_a_non_finite_step_leaves_p_and_the_lecam_averages_finite():
+    from smallgan.regularizers import LeCam
+
+    ada = _controller(diffaug="translation", ada_target=0.6, augment_p=0.0, ada_interval=1, ada_kimg=1.0)
+    lecam = LeCam(0.3, 0.99, Accelerator(cpu=True))
+    nan = torch.full((4,), float("nan"))
+    ada.observe(nan)
+    ada.end_iteration(1)
+    lecam.penalty(nan, nan, lecam.anchors())
+    lecam.end_step()
+    assert torch.isfinite(ada.p) and torch.isfinite(lecam.anchors()).all() and lecam.updates.item() == 0

@@ -40,7 +40,8 @@ class AdaptiveAugment:
     def observe(self, real_logits: Tensor) -> None:
         """Account for D's logits on a micro-batch of real images (after augmentation, as D saw them)."""
         logits = real_logits.detach()
-        self._iteration[0] += logits.float().sign().sum()
+        # A non-finite logit (a step the loop will skip) votes 0 rather than making p NaN for good.
+        self._iteration[0] += logits.float().sign().nan_to_num(0.0).sum()
         self._iteration[1] += logits.numel()
 
     def end_iteration(self, step: int) -> dict[str, Tensor]:
