@@ -121,7 +121,8 @@ def _evaluate_checkpoint(source: Path, real: str | None, extractor: Any, metrics
             dataset = resolve_dataset(G.config.data.path, resolution, console=console)
     evaluator = RunEvaluator(dataset, extractor, resolution=resolution, batch_size=batch_size,
                              accelerator=accelerator, cache=cache)
-    evaluator.real_statistics(progress("real images"))
+    if any(m != "memorization" for m in metrics):   # the memorisation check reads the images, not these
+        evaluator.real_statistics(progress("real images"))
     if grid is None:
         from smallgan.cli.common import run_folder_of
 
