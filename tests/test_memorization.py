@@ -72,3 +72,27 @@ def test_memorization_during_training_is_logged_with_its_grid(tmp_path):
     (rec,) = [r for r in read_metrics(trainer.run_dir / "metrics.jsonl") if r.get("event") == "eval"]
     assert {"kid", "memorized", "nn_ratio", "memorization_flagged"} <= set(rec) and rec["n_fake"] == 16
     assert (trainer.run_dir / "memorization" / "step-0000002.png").is_file()
+
+
+def test_eval_cli_of_a_run_writes_the_grid_beside_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from data_tools import prepare
+
+    import smallgan.cli.eval  # noqa: F401
+    from smallgan.cli.app import app
+    from smallgan.config import load_config
+    from smallgan.registry import build_generator
+    from smallgan.sampling.export import export_generator
+
+    write_folder(tmp_path / "imgs", TRAIN[:16])
+    prepare.prepare(str(tmp_path / "imgs"), tmp_path / "data", prepare.PrepareOptions(resolution=32))
+    cfg = load_config("tiny-cpu", [f"data.path={tmp_path / 'data'}"])
+    run = tmp_path / "run"
+    export_generator(run / "generator.safetensors", build_generator(cfg.model, n_classes=1).eval(), cfg, [], 7)
+    result = CliRunner().invoke(app, ["eval", "--run", str(run), "--n", "12", "--metrics", "memorization",
+                                      "--extractor", "pixels", "--cpu"])
+    assert result.exit_code == 0, result.output
+    rec = json.loads((run / "metrics.jsonl").read_text())
+    assert rec["n_real"] == 16 and rec["n_fake"] == 12 and not rec["memorization_flagged"]   # an untrained G copies nothing
+    assert (run / "memorization" / "eval-step-0000007.png").is_file()
