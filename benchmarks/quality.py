@@ -13,7 +13,7 @@ run, samples every class from the EMA generator exactly as `smallgan sample --cl
     python benchmarks/quality.py --data builtin:digits --recipe tiny-cpu --minutes 10
     python benchmarks/quality.py --data builtin:shapes --run runs/demo      # evaluate a finished run
     python benchmarks/quality.py --data builtin:shapes --minutes 0 --steps 1600 --d-ceiling
-    python benchmarks/quality.py --data builtin:digits --minutes 0 --steps 3000 --max-images 100   # few-shot
+    python benchmarks/quality.py --data builtin:digits --minutes 0 --steps 1200 --points 3 --max-images 100
 
 `--json FILE` writes every figure; `--grid FILE` the final samples, one class per row. `--d-ceiling` adds a
 row that bounds what conditioning can reach: the recipe's D, given the labels, trained as a plain classifier
