@@ -13,6 +13,7 @@ run, samples every class from the EMA generator exactly as `smallgan sample --cl
     python benchmarks/quality.py --data builtin:digits --recipe tiny-cpu --minutes 10
     python benchmarks/quality.py --data builtin:shapes --run runs/demo      # evaluate a finished run
     python benchmarks/quality.py --data builtin:shapes --minutes 0 --steps 1600 --d-ceiling
+    python benchmarks/quality.py --data builtin:digits --minutes 0 --steps 1200 --points 3 --max-images 100
 
 `--json FILE` writes every figure; `--grid FILE` the final samples, one class per row. `--d-ceiling` adds a
 row that bounds what conditioning can reach: the recipe's D, given the labels, trained as a plain classifier
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from smallgan.config import Config, load_config
-from smallgan.data import load_prepared, resolve_dataset, to_float
+from smallgan.data import PreparedImages, load_prepared, resolve_dataset, to_float
 from smallgan.augment import DiffAugment
 from smallgan.metrics.fid import frechet_distance
 from smallgan.registry import build_discriminator
@@ -231,11 +232,20 @@ def d_ceiling(cfg: Config, data_path: Path, real_images: int, holdout: float, se
             "held_out_acc": (pred == data.labels[test]).float().mean().item()}
 
 
+def few_shot_subset(data_path: Path, resolution: int, n: int, holdout: float, seed: int = 0) -> PreparedImages:
+    """`n` images drawn (seeded) from the judge's training split: a few-shot training set that never holds
+    the held-out images, while the feature distance still compares with the whole real distribution."""
+    data = load_prepared(data_path, resolution=resolution)
+    _, train = held_out_split(len(data), len(data.class_names), holdout, seed)
+    pick = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 1))[:n]]
+    return PreparedImages(data.images[pick], data.labels[pick], list(data.class_names))
+
+
 def train_and_score(cfg: Config, ref: Reference, *, minutes: float, steps: int, points: int, per_class: int,
-                    console_print) -> tuple[list[dict], TrainedGenerator]:
+                    console_print, dataset: PreparedImages | None = None) -> tuple[list[dict], TrainedGenerator]:
     from smallgan.training.loop import Trainer
 
-    trainer = Trainer(cfg, overwrite=True)
+    trainer = Trainer(cfg, overwrite=True, dataset=dataset)
     t = cfg.train
     if minutes:
         marks = [minutes * 60 * (i + 1) / points for i in range(points)]
@@ -243,13 +253,17 @@ def train_and_score(cfg: Config, ref: Reference, *, minutes: float, steps: int, 
         marks = [max(1, round(steps * (i + 1) / points)) for i in range(points)]
     curve, spent = [], 0.0
     for mark in marks:
+        r_t, iterations = 0.0, 0
         while (spent if minutes else trainer.counters.step) < mark:
             t0 = time.perf_counter()
-            trainer.train_iteration()
+            losses = trainer.train_iteration()
             spent += time.perf_counter() - t0
+            r_t, iterations = r_t + losses["r_t"], iterations + 1
         G = TrainedGenerator(trainer.sampling_generator(), trainer.cfg, trainer.class_names)
+        # r_t: D's overfitting gauge over the segment; p: the augmentation probability now (README "Few-shot").
         row = {"step": trainer.counters.step, "kimg": round(trainer.counters.step * t.batch * t.d_steps / 1000, 1),
-               "train_seconds": round(spent, 1), **score(G, ref, per_class)}
+               "train_seconds": round(spent, 1), "r_t": round(float(r_t) / max(iterations, 1), 3),
+               "augment_p": round(trainer.ada.p.item(), 3), **score(G, ref, per_class)}
         curve.append(row)
         console_print(format_row(row), flush=True)
     trainer.save_checkpoint()   # the real export path: generator.safetensors, as `smallgan sample` reads it
@@ -258,7 +272,8 @@ def train_and_score(cfg: Config, ref: Reference, *, minutes: float, steps: int, 
 
 def format_row(row: dict) -> str:
     return (f"{row.get('step', '-'):>7} {row.get('kimg', '-'):>8} {row.get('train_seconds', '-'):>9} "
-            f"{row['class_acc']:>9.3f} {row['fd']:>9.2f}")
+            f"{row['class_acc']:>9.3f} {row['fd']:>9.2f}" + (f" r_t {row['r_t']:.2f} p {row['augment_p']:.2f}"
+                                                            if "r_t" in row else ""))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -276,6 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--grid", help="write the final samples (one class per row) to this PNG")
     ap.add_argument("--d-ceiling", action="store_true",
                     help="also train the recipe's D as a classifier on the run's real-image budget (a bound)")
+    ap.add_argument("--max-images", type=int, default=0,
+                    help="train on this many images of the judge's training split (a few-shot set); 0 = all")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -294,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
             "data": args.data, "recipe": args.run or args.recipe, "overrides": args.sets,
             "budget": f"{args.minutes:g} min" if args.minutes and not args.run else f"{args.steps} steps",
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-            "calibration": calibration,
+            "calibration": calibration, "train_images": args.max_images or calibration["images"],
         }
         print(f"{args.data}: {calibration['images']} images, {calibration['classes']} classes; judge trained in "
               f"{calibration['judge_seconds']} s, held-out accuracy {calibration['judge_test_acc']:.3f}")
@@ -305,8 +322,10 @@ def main(argv: list[str] | None = None) -> dict:
         if args.run:
             result["final"] = score(G, ref, args.per_class, seed=args.seed + 1000)
         else:
+            subset = (few_shot_subset(data_path, cfg.model.resolution, args.max_images, holdout, args.seed)
+                      if args.max_images else None)
             curve, G = train_and_score(cfg, ref, minutes=args.minutes, steps=args.steps, points=max(1, args.points),
-                                       per_class=args.per_class, console_print=print)
+                                       per_class=args.per_class, console_print=print, dataset=subset)
             result["curve"] = curve
             result["final"] = {**{k: curve[-1][k] for k in ("step", "kimg", "train_seconds")},
                                **score(G, ref, args.per_class, seed=args.seed + 1000)}

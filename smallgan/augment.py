@@ -78,15 +78,31 @@ def parse_policy(policy: str) -> list[str]:
 
 
 class DiffAugment:
-    """Callable applying a comma-separated policy; the empty policy is the identity."""
+    """Callable applying a comma-separated policy; the empty policy is the identity.
 
-    def __init__(self, policy: str) -> None:
+    `p`: the probability that each op is applied to each image (StyleGAN2-ADA's per-image p), a number or a
+    device scalar that an adaptive controller updates in place (:mod:`smallgan.training.ada`). The same object
+    serves D's and G's steps, so reals and fakes see the same p. At p = 1 (a number) no mask is drawn: the
+    random draws, and so the trajectories, are those of DiffAugment as published.
+    """
+
+    def __init__(self, policy: str, p: float | Tensor = 1.0) -> None:
         self.names = parse_policy(policy)
+        self.p = p
 
     def __bool__(self) -> bool:
         return bool(self.names)
 
     def __call__(self, x: Tensor) -> Tensor:
+        p = self.p
         for name in self.names:
-            x = AUGMENTATIONS[name](x)
+            if not isinstance(p, Tensor):
+                if p >= 1.0:
+                    x = AUGMENTATIONS[name](x)
+                    continue
+                if p <= 0.0:
+                    continue
+            apply = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p
+            # Both branches stay in the graph: G gets gradients through the augmented images it was shown.
+            x = torch.where(apply, AUGMENTATIONS[name](x), x)
         return x

@@ -82,6 +82,16 @@ class TrainConfig:
     init_classes: list[int] = field(default_factory=list)
     freeze_d: int = 0
     finetune: str = "all"
+    # Few-shot regularisers (README "Few-shot regularisers"). Each op of `diffaug` is applied to an image with
+    # probability p: augment_p (lightweight-gan's --aug-prob), or, with ada_target > 0, p starts there and adapts
+    # (StyleGAN2-ADA sec. 3): every ada_interval iterations it moves up when r_t = E[sign(D(real))] is above
+    # ada_target (D is sure of the training images: it memorises them), down otherwise, by at most 1 per ada_kimg.
+    augment_p: float = 1.0            # 1 = every op on every image (DiffAugment as published)
+    ada_target: float = 0.0           # StyleGAN2-ADA's 0.6; 0 = off (p stays augment_p)
+    ada_kimg: float = 100.0           # StyleGAN2-ADA's 500 is 2% of its 25M-image runs; few-shot runs are shorter
+    ada_interval: int = 4             # iterations between adjustments (StyleGAN2-ADA's 4)
+    lecam: float = 0.0                # LeCam weight (Tseng et al. 2021; 0.3 for BigGAN + DiffAugment); 0 = off
+    lecam_decay: float = 0.99         # of the averages of D's real and fake outputs LeCam anchors to (the paper's)
     # Mixed precision through Accelerate: auto | no | fp16 | bf16. auto = what Accelerate is configured for
     # (accelerate launch --mixed_precision, accelerate config), else bf16 on GPUs with native bf16, fp16 on
     # older GPUs, no on CPU (smallgan/device.py); an explicit value wins.
@@ -331,6 +341,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.max_rollbacks must be >= 0 and train.rollback_lr_factor in (0, 1]")
     if t.recon_weight < 0 or t.r1_gamma < 0 or t.ortho_beta < 0:
         raise ConfigError("train.recon_weight, train.r1_gamma and train.ortho_beta must be >= 0 (0 = off)")
+    _validate_fewshot(t)
     if not cfg.sample.trunc >= 0:   # the progress grids sample with it: refused now, not at the first grid
         raise ConfigError(f"sample.trunc must be >= 0 (0 = no truncation), got {cfg.sample.trunc}")
     if t.eval_every:
@@ -339,6 +350,17 @@ def validate(cfg: Config) -> None:
     if t.freeze_d and not capabilities(m).d_stages:
         raise ConfigError(f"train.freeze_d is for BigGAN discriminators; {m.arch}'s D has no blocks to freeze "
                           "(set train.freeze_d=0)")
+
+
+def _validate_fewshot(t: TrainConfig) -> None:
+    for key, value in (("augment_p", t.augment_p), ("ada_target", t.ada_target), ("lecam_decay", t.lecam_decay)):
+        if not 0.0 <= value <= 1.0 or (value == 1.0 and key != "augment_p"):
+            raise ConfigError(f"train.{key} must be in [0, {'1]' if key == 'augment_p' else '1)'}, got {value}")
+    if not t.ada_kimg > 0 or t.ada_interval < 1 or not t.lecam >= 0:
+        raise ConfigError("train.ada_kimg must be > 0, train.ada_interval >= 1 and train.lecam >= 0 (0 = off)")
+    if t.ada_target > 0 and not t.diffaug:
+        raise ConfigError("train.ada_target adapts how often train.diffaug's ops apply: set train.diffaug too "
+                          "(e.g. \"color,translation,cutout\")")
 
 
 def _validate_eval(e: EvalConfig) -> None:

@@ -1,4 +1,5 @@
-"""Run under torchrun with 2 processes: prints this rank's max gradient difference (see accumulation_check)."""
+"""Run under torchrun with 2 processes: prints this rank's max gradient difference, without and with LeCam
+(see accumulation_check)."""
 
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from accumulation_check import accumulated_vs_full_gradient  # noqa: E402
 def main() -> None:
     acc = Accelerator(cpu=True)
     assert acc.num_processes == 2, acc.num_processes
-    diff = accumulated_vs_full_gradient(acc)
+    diff = max(accumulated_vs_full_gradient(acc), accumulated_vs_full_gradient(acc, lecam=0.3))
     out = Path(sys.argv[1])
     out.joinpath(f"rank{acc.process_index}.txt").write_text(repr(diff))
     torch.distributed.destroy_process_group()   # gloo's threads left running at exit can abort the process

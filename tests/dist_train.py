@@ -19,6 +19,9 @@ def main() -> None:
     weights = {f"G.{k}": v for k, v in trainer.G.state_dict().items()}
     weights.update({f"D.{k}": v for k, v in trainer.D.state_dict().items()})
     weights.update({f"EMA.{k}": v for k, v in trainer.ema.state_dict().items()})
+    weights["ADA.p"] = trainer.ada.p.reshape(1)   # the augmentation probability: one value on every process
+    if trainer.lecam is not None:
+        weights["LeCam.ema"] = trainer.lecam.ema
     save_file({k: v.contiguous() for k, v in weights.items()}, str(out_dir / f"rank{rank}.safetensors"))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()   # gloo's threads left running at exit can abort the process

@@ -155,12 +155,15 @@ def test_evaluation_during_training_keeps_the_best_generator(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_end_identical_and_write_one_set_of_files(tmp_path):
+    # With adaptive augmentation and LeCam: p and LeCam's averages come from r_t and outputs summed over both.
     _torchrun(TESTS / "dist_train.py", str(tmp_path), *TINY, "train.max_steps=3", "train.ckpt_every=2",
-              "train.sample_every=2")
+              "train.sample_every=2", "train.diffaug=translation", "train.ada_target=0.6", "train.augment_p=0",
+              "train.ada_interval=1", "train.ada_kimg=0.1", "train.lecam=0.3")
     r0 = load_file(str(tmp_path / "rank0.safetensors"))
     r1 = load_file(str(tmp_path / "rank1.safetensors"))
     params = [k for k in r0 if "original" in k or k.endswith(("weight", "bias", "gamma"))]
     assert params and all(torch.equal(r0[k], r1[k]) for k in params)
+    assert torch.equal(r0["ADA.p"], r1["ADA.p"]) and torch.equal(r0["LeCam.ema"], r1["LeCam.ema"])
     run = tmp_path / "ddp"
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000002", "step-0000003"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000002.png", "step-0000003.png"]

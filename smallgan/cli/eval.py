@@ -22,7 +22,10 @@ def eval_command(
     fake: Optional[Path] = typer.Option(None, "--fake", help="Folder of generated images (instead of --run)."),
     n: int = typer.Option(10000, "--n", help="Images to generate (--run/--ckpt; --fake uses every file)."),
     trunc: float = typer.Option(0.0, "--trunc", help="Truncation threshold for z (--run/--ckpt); 0 = none."),
-    metrics: str = typer.Option("fid,kid", "--metrics", help="Comma-separated: fid,kid,is,pr."),
+    metrics: str = typer.Option("fid,kid", "--metrics", help="Comma-separated: fid,kid,is,pr,memorization."),
+    grid: Optional[Path] = typer.Option(
+        None, "--grid", help="memorization: the PNG of suspect fakes beside their 3 nearest training images "
+        "(default: <run>/memorization/eval-step-N.png; with --fake: memorization.png)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per batch and process."),
     seed: int = typer.Option(0, "--seed", help="Seed for latents and KID / precision-recall subsets."),
     inception_weights: Optional[Path] = typer.Option(
@@ -35,11 +38,14 @@ def eval_command(
         None, "--out", help="JSONL file to append the result to (default with --run/--ckpt: <run>/metrics.jsonl)."
     ),
     extractor_name: str = typer.Option(
-        "inception", "--extractor", hidden=True, help="inception | tiny (a random net for tests: numbers meaningless)."
+        "inception", "--extractor", help="inception | pixels (32-px pixels, no download; memorization offline) | "
+        "tiny (a random net for tests: numbers meaningless)."
     ),
 ) -> None:
     """Quality metrics with the standard TF-ported Inception-v3 (torch-fidelity), comparable to published tables.
 
+    `--metrics memorization` finds each sample's nearest training images (README "Few-shot regularisers"); without
+    the Inception weights it falls back to pixel distances (`--extractor pixels`) with a note.
     Multi-GPU: `accelerate launch -m smallgan eval --run DIR` splits generation and features across processes.
     """
     from smallgan.metrics.names import parse_metrics
@@ -62,24 +68,33 @@ def eval_command(
     console = Console(stderr=True, quiet=not acc.is_main_process)  # progress and notes; the table goes to stdout
     from smallgan.metrics.features import build_extractor
 
-    extractor = build_extractor(extractor_name, inception_weights, acc.device)
+    try:
+        extractor = build_extractor(extractor_name, inception_weights, acc.device)
+    except SmallganError as e:
+        if wanted != ("memorization",) or extractor_name != "inception":
+            raise
+        console.print(f"note: {e}; the memorisation check uses pixel distances instead (--extractor pixels)")
+        extractor = build_extractor("pixels", device=acc.device)
     with PhaseProgress(console) as progress:
         if fake is not None:
-            from smallgan.metrics.evaluate import evaluate_folders
-
-            results = evaluate_folders(real, fake, extractor, wanted, batch_size=batch_size, accelerator=acc,
-                                       cache=not no_cache, progress=progress("images"), seed=seed)
+            results = _evaluate_folders(real, fake, extractor, wanted, batch_size=batch_size, accelerator=acc,
+                                        cache=not no_cache, progress=progress("images"), seed=seed,
+                                        grid=grid or Path("memorization.png"))
             record: dict[str, Any] = {"real": str(real), "fake": str(fake)}
         else:
             results, record = _evaluate_checkpoint(source, real, extractor, wanted, n=n, trunc=trunc, seed=seed,
                                                    batch_size=batch_size, accelerator=acc, cache=not no_cache,
-                                                   progress=progress, console=console)
+                                                   progress=progress, console=console, grid=grid)
             if out is None:
                 out = run_folder_of(source) / "metrics.jsonl"
     record = {"event": "eval", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record,
               "extractor": extractor.name, **results}
     if acc.is_main_process:
         _print_table(Console(), record, results)
+        if "memorized" in results:
+            from smallgan.metrics.memorization import summary
+
+            console.print(f"{summary(results)}; grid {results['memorization_grid']}", highlight=False)
         if out is not None:
             from smallgan.training.stats import MetricsLog
 
@@ -91,7 +106,7 @@ def eval_command(
 
 def _evaluate_checkpoint(source: Path, real: str | None, extractor: Any, metrics: tuple[str, ...], *, n: int,
                          trunc: float, seed: int, batch_size: int, accelerator: Any, cache: bool,
-                         progress: Any, console: Any) -> tuple[dict[str, float], dict[str, Any]]:
+                         progress: Any, console: Any, grid: Path | None) -> tuple[dict[str, float], dict[str, Any]]:
     from smallgan.metrics.run import RunEvaluator
     from smallgan.sampling.export import load_generator
 
@@ -106,12 +121,39 @@ def _evaluate_checkpoint(source: Path, real: str | None, extractor: Any, metrics
             dataset = resolve_dataset(G.config.data.path, resolution, console=console)
     evaluator = RunEvaluator(dataset, extractor, resolution=resolution, batch_size=batch_size,
                              accelerator=accelerator, cache=cache)
-    evaluator.real_statistics(progress("real images"))
+    if any(m != "memorization" for m in metrics):   # the memorisation check reads the images, not these
+        evaluator.real_statistics(progress("real images"))
+    if grid is None:
+        from smallgan.cli.common import run_folder_of
+
+        grid = run_folder_of(source) / "memorization" / f"eval-step-{G.step or 0:07d}.png"
     results = evaluator.evaluate(G, n=n, metrics=metrics, trunc=trunc, seed=seed, metric_seed=seed,
-                                 progress=progress("generated images"))
+                                 progress=progress("generated images"), grid=grid)
     record = {"ckpt": str(source), "step": G.step, "dataset": str(dataset),
               "resolution": resolution, "trunc": trunc, "seed": seed}
     return results, record
+
+
+def _evaluate_folders(real: str, fake: Path, extractor: Any, metrics: tuple[str, ...], *, grid: Path,
+                      **options: Any) -> dict[str, Any]:
+    """Metrics between an image folder and a real set; the memorisation check against the real set's images."""
+    from smallgan.metrics.evaluate import _image_size, evaluate_folders, folder_sample_fn, list_images
+
+    standard = tuple(m for m in metrics if m != "memorization")
+    results: dict[str, Any] = evaluate_folders(real, fake, extractor, standard, **options) if standard else {}
+    if "memorization" in metrics:
+        from smallgan.metrics.memorization import memorization_check
+        from smallgan.metrics.run import load_real_images
+
+        files = list_images(fake)
+        if not files:
+            raise SmallganError(f"{fake} holds no images")
+        resolution = _image_size(files[0])
+        memo = memorization_check(folder_sample_fn(files, resolution), len(files), load_real_images(real, resolution),
+                                  extractor, batch_size=options["batch_size"], accelerator=options["accelerator"],
+                                  grid=grid, progress=options["progress"])
+        results = {**memo, **results}
+    return results
 
 
 def _print_table(console: Any, record: dict[str, Any], results: dict[str, float]) -> None:
@@ -121,7 +163,9 @@ def _print_table(console: Any, record: dict[str, Any], results: dict[str, float]
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [("FID", "fid", None), ("KID", "kid", "kid_std"), ("IS", "is", "is_std"),
-            ("precision", "precision", None), ("recall", "recall", None)]
+            ("precision", "precision", None), ("recall", "recall", None),
+            ("memorised share (new images: ~5%)", "memorized", None),
+            ("NN distance fake / real (medians)", "nn_ratio", None)]
     for label, key, std in rows:
         if key in results:
             digits = 6 if key == "kid" else 4  # KID values are around 1e-3

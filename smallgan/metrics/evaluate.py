@@ -56,6 +56,7 @@ def extract(
     max_kept: int | None = None,
     keep_logits: bool = False,
     progress: ProgressFn | None = None,
+    moments: bool = True,
 ) -> Extracted:
     """Features of images 0..n-1 of ``sample_fn``, identical on every process.
 
@@ -63,12 +64,13 @@ def extract(
     the rounds' features are gathered in rank order, so image i's features land at row i whatever the
     number of processes. The last round may run past n (every process must contribute an equally sized
     batch to the gather); those extra rows are dropped, so ``sample_fn`` must accept any start index.
+    ``moments=False`` keeps the raw rows only, without the mean and covariance (O(D^2) per batch).
     """
     if n < 1:
         raise SmallganError(f"need at least one image to evaluate, got n={n}")
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
     batch_size = max(1, min(batch_size, math.ceil(n / world)))
-    stats = FeatureStats(max_kept=n if max_kept is None else max_kept)
+    stats = FeatureStats(max_kept=n if max_kept is None else max_kept, moments=moments)
     logits: list[torch.Tensor] = []
     for round_start in range(0, n, batch_size * world):
         images = sample_fn(batch_size, round_start + rank * batch_size)

@@ -77,6 +77,27 @@ class TinyExtractor(FeatureExtractor):
         return {"pool": pool, "logits": self.fc(pool)}
 
 
+class PixelExtractor(FeatureExtractor):
+    """Images area-resized to 32 px as vectors in [-1, 1] (3,072 numbers): the memorisation check's offline
+    feature space (no weights, nothing to download). Pixel distances find copies and near copies, as the
+    nearest-neighbour figures of the BigGAN paper's appendix do; they do not see semantic likeness."""
+
+    name = "pixels-32"
+
+    def __init__(self, size: int = 32) -> None:
+        super().__init__()
+        self.size, self.feature_dim = size, 3 * size * size
+        self.register_buffer("_device_anchor", torch.zeros(()), persistent=False)   # no parameters to ask
+
+    @property
+    def device(self) -> torch.device:
+        return self._device_anchor.device
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        x = to_float(_check_uint8(images).to(self.device))
+        return {"pool": F.interpolate(x, size=(self.size, self.size), mode="area").flatten(1), "logits": None}
+
+
 class InceptionV3(FeatureExtractor):
     """torch-fidelity's TF-ported Inception-v3: pool3 (2048) features and the bias-free 1008-way logits."""
 
@@ -153,9 +174,12 @@ def inception_v3(
 def build_extractor(
     name: str, weights_path: str | Path | None = None, device: torch.device | str = "cpu"
 ) -> FeatureExtractor:
-    """``inception`` (the standard one) or ``tiny`` (a random net for tests and benchmarks: numbers meaningless)."""
+    """``inception`` (the standard one), ``pixels`` (32-px pixels: the memorisation check offline) or ``tiny``
+    (a random net for tests and benchmarks: numbers meaningless)."""
     if name == "inception":
         return inception_v3(weights_path or None, device=device)
     if name == "tiny":
         return TinyExtractor(0).to(device)
+    if name == "pixels":
+        return PixelExtractor().to(device)
     raise SmallganError(f"the feature extractor must be one of {', '.join(EXTRACTORS)}, got {name!r}")

@@ -10,11 +10,13 @@ from collections.abc import Sequence
 
 from smallgan.errors import SmallganError
 
-METRICS = ("fid", "kid", "is", "pr")     # what can be asked for (eval.metrics, --metrics)
-RESULTS = {"fid": ("fid",), "kid": ("kid",), "is": ("is",), "pr": ("precision", "recall")}   # the values each gives
+METRICS = ("fid", "kid", "is", "pr", "memorization")     # what can be asked for (eval.metrics, --metrics)
+RESULTS = {"fid": ("fid",), "kid": ("kid",), "is": ("is",), "pr": ("precision", "recall"),
+           "memorization": ("memorized",)}   # the values each gives (memorization: metrics/memorization.py)
 LOWER_IS_BETTER = frozenset({"fid", "kid"})
 HIGHER_IS_BETTER = frozenset({"is", "precision", "recall"})
-EXTRACTORS = ("inception", "tiny")       # inception: comparable to published numbers; tiny: tests only
+# inception: comparable to published numbers; pixels: 32-px pixels (memorisation offline); tiny: tests only
+EXTRACTORS = ("inception", "pixels", "tiny")
 
 
 def parse_metrics(spec: str | Sequence[str]) -> tuple[str, ...]:

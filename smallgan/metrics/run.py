@@ -43,6 +43,7 @@ class RunEvaluator:
         self.real, self.extractor, self.resolution = real, extractor, resolution
         self.batch_size, self.accelerator, self.cache = batch_size, accelerator, cache
         self._real_stats: FeatureStats | None = None
+        self._real_images: torch.Tensor | None = None
 
     def real_statistics(self, progress: ProgressFn | None = None) -> FeatureStats:
         """The real set's feature statistics, computed on the first call. Every process must call it: the
@@ -53,10 +54,40 @@ class RunEvaluator:
                 accelerator=self.accelerator, cache=self.cache, progress=progress)
         return self._real_stats
 
+    def real_images(self) -> torch.Tensor:
+        """The real set itself, uint8 at the evaluation resolution (the memorisation check's neighbours)."""
+        if self._real_images is None:
+            self._real_images = load_real_images(self.real, self.resolution)
+        return self._real_images
+
     def evaluate(self, G: TrainedGenerator, *, n: int, metrics: Sequence[str], trunc: float = 0.0, seed: int = 0,
-                 metric_seed: int = 0, progress: ProgressFn | None = None) -> dict[str, float]:
+                 metric_seed: int = 0, progress: ProgressFn | None = None,
+                 grid: str | Path | None = None) -> dict[str, Any]:
         """`metrics` of n images of G (latents from `seed`; KID and precision/recall subsets from
-        `metric_seed`), the same on every process. Every process must call it."""
-        return evaluate_generator(generator_sample_fn(G, seed=seed, trunc=trunc), n, self.real_statistics(),
-                                  self.extractor, metrics=metrics, batch_size=self.batch_size,
-                                  accelerator=self.accelerator, progress=progress, seed=metric_seed)
+        `metric_seed`), the same on every process. Every process must call it. `grid`: where the
+        memorisation check writes its nearest-neighbour grid."""
+        sample_fn = generator_sample_fn(G, seed=seed, trunc=trunc)
+        standard = [m for m in metrics if m != "memorization"]
+        out: dict[str, Any] = {}
+        if standard:
+            out = evaluate_generator(sample_fn, n, self.real_statistics(), self.extractor, metrics=standard,
+                                     batch_size=self.batch_size, accelerator=self.accelerator, progress=progress,
+                                     seed=metric_seed)
+        if "memorization" in metrics:
+            from smallgan.metrics.memorization import memorization_check
+
+            out.update({**memorization_check(sample_fn, n, self.real_images(), self.extractor,
+                                             batch_size=self.batch_size, accelerator=self.accelerator,
+                                             grid=grid, progress=None if standard else progress), **out})
+        return out
+
+
+def load_real_images(real: str | Path, resolution: int) -> torch.Tensor:
+    """uint8 (N, 3, H, W) of a prepared dataset, or of a plain image folder center-cropped as for the metrics."""
+    from smallgan.data import load_prepared
+    from smallgan.metrics.evaluate import folder_sample_fn, is_prepared, list_images
+
+    if is_prepared(real):
+        return load_prepared(real, resolution=resolution).images
+    files = list_images(real)
+    return folder_sample_fn(files, resolution)(len(files), 0)

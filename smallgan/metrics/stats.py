@@ -36,12 +36,17 @@ class FeatureStats:
     _kept: list[torch.Tensor] = field(default_factory=list)
     _n_kept: int = 0
     meta: dict = field(default_factory=dict)  # extractor name, resolution, source: saved with the file
+    moments: bool = True                      # False: keep raw features only (no O(D^2) scatter per batch)
 
     @torch.no_grad()
     def update(self, features: torch.Tensor) -> None:
         if features.ndim != 2:
             raise ValueError(f"features must be (B, D), got {tuple(features.shape)}")
         if features.shape[0] == 0:
+            return
+        if not self.moments:
+            self.n += features.shape[0]
+            self._keep(features)
             return
         x = features.detach().to(torch.float64)
         n_b = x.shape[0]
@@ -59,6 +64,9 @@ class FeatureStats:
             self._mean = self._mean + delta * (n_b / n)
             self._scatter = self._scatter + scatter_b + torch.outer(delta, delta) * (n_a * n_b / n)
             self.n = n
+        self._keep(features)
+
+    def _keep(self, features: torch.Tensor) -> None:
         if self._n_kept < self.max_kept:
             take = features[: self.max_kept - self._n_kept].detach().to("cpu", torch.float32)
             self._kept.append(take)

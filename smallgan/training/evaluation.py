@@ -43,7 +43,8 @@ class QualityTracker:
         e, cfg = self.cfg.eval, self.cfg
         # The same latents at every evaluation, so successive numbers differ only by the generator.
         results = self.evaluator.evaluate(TrainedGenerator(generator, cfg, class_names, step=step), n=e.n,
-                                          metrics=tuple(e.metrics), trunc=cfg.sample.trunc, seed=cfg.train.seed)
+                                          metrics=tuple(e.metrics), trunc=cfg.sample.trunc, seed=cfg.train.seed,
+                                          grid=Path(run_dir) / "memorization" / f"step-{step:07d}.png")
         if self.best.update(e.best, results[e.best], step) and self.accelerator.is_main_process:
             best_dir = Path(run_dir) / "best"
             export_generator(best_dir / GENERATOR_FILE, generator, cfg, class_names, step)

@@ -20,12 +20,14 @@ from rich.console import Console
 from smallgan import checkpoint as ckpt
 from smallgan.augment import DiffAugment
 from smallgan.config import Config
+from smallgan.training.ada import AdaptiveAugment
 from smallgan.training.batch_plan import plan_batches
 from smallgan.device import accelerate_cpu, choose_precision
 from smallgan.ema import prepare_for_sampling
 from smallgan.io import atomic_write_text
 from smallgan.layers.spectral_norm import power_iteration_
 from smallgan.registry import capabilities
+from smallgan.regularizers import LeCam
 from smallgan.sampling.export import GENERATOR_FILE
 from smallgan.sampling.generator import TrainedGenerator
 from smallgan.training.batches import (
@@ -97,7 +99,7 @@ class Trainer:
         self.accumulation, self.micro_batch = self.plan.accumulation, self.plan.micro_batch
         # Real images through D per iteration: the unit of kimg (logs, train.max_kimg, the EMA half-life).
         self.images_per_step = self.plan.batch * t.d_steps
-        self.augment = DiffAugment(t.diffaug)
+        self.augment = DiffAugment(t.diffaug, p=t.augment_p)
         if choice.note:
             self._note(choice.note)
         note = self.plan.describe(cfg, self.world)
@@ -131,6 +133,15 @@ class Trainer:
             needed = ckpt.estimated_checkpoint_bytes(trained=[G, D], frozen=[self.ema.shadow]) * (t.keep_ckpts + 1)
             ckpt.check_writable(self.run_dir, needed)
 
+        # Few-shot regularisers (README "Few-shot regularisers"): r_t always, adaptive p and LeCam when asked.
+        self.ada = AdaptiveAugment(self.augment, t, self.images_per_step, acc)
+        self.lecam = LeCam(t.lecam, t.lecam_decay, acc) if t.lecam > 0 else None
+        fewshot = (self._resumed_state or {}).get("fewshot", {})
+        if "ada" in fewshot:
+            self.ada.load_state_dict(fewshot["ada"])
+        if self.lecam is not None and "lecam" in fewshot:
+            self.lecam.load_state_dict(fewshot["lecam"])
+
         G_wrapped, D_wrapped = acc.prepare(G, D)
         self.G, self.D = G, D  # unwrapped
         self._g_params, self._d_params = trainable(G), trainable(D)
@@ -139,6 +150,7 @@ class Trainer:
             d_loss_name=t.loss, micro_batch=self.micro_batch, accumulation=self.accumulation,
             r1_gamma=t.r1_gamma, ortho_beta=t.ortho_beta, perceptual=build_perceptual(cfg, acc),
             recon_weight=t.recon_weight, splits_real_fake=capabilities(cfg.model).splits_real_fake,
+            observe_real=self.ada.observe, lecam=self.lecam,
         )
         self._sampling, self._sampling_step = None, -1
         self._grid: tuple[int, Path] | None = None   # (step, file) of the last progress grid this session wrote
@@ -164,8 +176,9 @@ class Trainer:
 
     def save_checkpoint(self) -> Path | None:
         """Every process takes part (gathers the stream positions); only the main one writes."""
+        fewshot = {"ada": self.ada.state_dict(), **({"lecam": self.lecam.state_dict()} if self.lecam else {})}
         return self.state.save(self.cfg, self.class_names, self.sampling_generator,
-                               {"best": self.quality.best.state_dict()})
+                               {"best": self.quality.best.state_dict(), "fewshot": fewshot})
 
     # ------------------------------------------------------------------------------------------------
     def sampling_generator(self) -> torch.nn.Module:
@@ -219,7 +232,7 @@ class Trainer:
         dc["bad_streak"] = (dc["bad_streak"] + 1) * torch.maximum(bad, skipped)
         c.step += 1
         self.ema.update(self.G, c.step)
-        losses = {"d_loss": torch.stack(d_losses).mean(), "g_loss": g_loss}
+        losses = {"d_loss": torch.stack(d_losses).mean(), "g_loss": g_loss, **self.ada.end_iteration(c.step)}
         if self.phases.perceptual is not None:
             losses["d_recon"] = torch.stack(recon).mean()
         return losses
@@ -228,7 +241,7 @@ class Trainer:
         """Train to train.max_steps / max_kimg or a stop request, then checkpoint; returns the counters."""
         c = self.counters
         self._start()
-        keys = ["d_loss", "g_loss"] + (["d_recon"] if self.phases.perceptual is not None else [])
+        keys = ["d_loss", "g_loss", "r_t", "augment_p"] + (["d_recon"] if self.phases.perceptual is not None else [])
         total = self.total_steps
         report = Reporter(self.cfg, self.state, console=self.console, total_steps=total,
                           images_per_step=self.images_per_step, loss_keys=keys, networks=(self.G, self.D))

@@ -24,7 +24,7 @@ from smallgan.augment import DiffAugment
 from smallgan.latents import sample_latents
 from smallgan.losses import D_LOSSES, g_hinge, r1_penalty
 from smallgan.registry import capabilities_of
-from smallgan.regularizers import orthogonal_regularization
+from smallgan.regularizers import LeCam, orthogonal_regularization
 
 
 @dataclass
@@ -44,6 +44,10 @@ class GANPhases:
     recon_weight: float = 1.0
     # D is told how many leading images are real (registry.Capabilities); None: as D's architecture registers.
     splits_real_fake: bool | None = None
+    # Few-shot regularisers: sees D's logits on each real micro-batch (the r_t gauge, training/ada.py), and
+    # LeCam's penalty on D (regularizers.py); None = neither.
+    observe_real: Callable[[Tensor], None] | None = None
+    lecam: LeCam | None = None
 
     def __post_init__(self) -> None:
         self.d_loss = D_LOSSES[self.d_loss_name]
@@ -72,6 +76,7 @@ class GANPhases:
         self._d_trains(True)
         total = torch.zeros((), device=self.accelerator.device)
         recon_total = torch.zeros((), device=self.accelerator.device)
+        anchors = self.lecam.anchors() if self.lecam is not None else None   # the same for every micro-batch
         for i in range(self.accumulation):
             x_real, y_real = reals()
             z, y_fake = self._latents()
@@ -93,6 +98,10 @@ class GANPhases:
                     logits = logits.float()
                     real_logits, fake_logits = logits.split([x_real.shape[0], fake.shape[0]])
                     loss = self.d_loss(real_logits, fake_logits)
+                    if self.observe_real is not None:
+                        self.observe_real(real_logits)
+                    if self.lecam is not None:
+                        loss = loss + self.lecam.penalty(real_logits, fake_logits, anchors)
                     if pairs:
                         recon = self.reconstruction_loss(pairs)
                         loss = loss + self.recon_weight * recon
@@ -101,6 +110,8 @@ class GANPhases:
                         loss = loss + 0.5 * self.r1_gamma * r1_penalty(real_logits, x)
                 scaler.scale(loss / self.accumulation).backward()
             total += loss.detach()
+        if self.lecam is not None:
+            self.lecam.end_step()
         self.last_recon = recon_total / self.accumulation
         return total / self.accumulation
 

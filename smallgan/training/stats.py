@@ -64,7 +64,7 @@ def _duration(seconds: float) -> str:
 # A new logged value appears in the line by one entry here.
 LOG_FIELDS: tuple[tuple[str, Any], ...] = (
     ("kimg", "kimg {:.2f}"), ("d_loss", "d {:.3f}"), ("g_loss", "g {:.3f}"), ("d_recon", "recon {:.3f}"),
-    ("r_t", "r_t {:.2f}"), ("p", "p {:.3f}"), ("img_s", "{:.1f} img/s"), ("sec_kimg", "{:.1f} s/kimg"),
+    ("r_t", "r_t {:.2f}"), ("augment_p", "p {:.2f}"), ("img_s", "{:.1f} img/s"), ("sec_kimg", "{:.1f} s/kimg"),
     ("peak_mem_mb", "mem {:.0f} MB"), ("eta_s", lambda v: f"eta {_duration(v)}"),
 )
 
