@@ -136,11 +136,7 @@ class Trainer:
         # Few-shot regularisers (README "Few-shot regularisers"): r_t always, adaptive p and LeCam when asked.
         self.ada = AdaptiveAugment(self.augment, t, self.images_per_step, acc)
         self.lecam = LeCam(t.lecam, t.lecam_decay, acc) if t.lecam > 0 else None
-        fewshot = (self._resumed_state or {}).get("fewshot", {})
-        if "ada" in fewshot:
-            self.ada.load_state_dict(fewshot["ada"])
-        if self.lecam is not None and "lecam" in fewshot:
-            self.lecam.load_state_dict(fewshot["lecam"])
+        self.restore_fewshot(self._resumed_state or {})
 
         G_wrapped, D_wrapped = acc.prepare(G, D)
         self.G, self.D = G, D  # unwrapped
@@ -156,6 +152,14 @@ class Trainer:
         self._grid: tuple[int, Path] | None = None   # (step, file) of the last progress grid this session wrote
         self.stopping: Stopping | None = None   # of the last run(): which signal, if any, stopped it
         self.quality = QualityTracker(cfg, data.path, acc, (self._resumed_state or {}).get("best"))
+
+    def restore_fewshot(self, state: dict) -> None:
+        """The augmentation probability and LeCam's anchors of a checkpoint's state.pt (resume, rollback)."""
+        fewshot = state.get("fewshot", {})
+        if "ada" in fewshot:
+            self.ada.load_state_dict(fewshot["ada"])
+        if self.lecam is not None and "lecam" in fewshot:
+            self.lecam.load_state_dict(fewshot["lecam"])
 
     def _note(self, message: str) -> None:
         if self.is_main:

@@ -85,7 +85,7 @@ class Recovery:
         tr = self.trainer
         held = tr.state.counters                        # the loop and the Reporter hold this object
         elapsed = held.elapsed                          # wall time spent stays spent
-        tr.state.load(target, tr.cfg.model)
+        tr.restore_fewshot(tr.state.load(target, tr.cfg.model))   # p and LeCam's anchors of before the trouble
         vars(held).update(vars(tr.state.counters))
         tr.state.counters = held
         restored = held.rollbacks
