@@ -166,7 +166,7 @@ def test_two_processes_end_identical_and_write_one_set_of_files(tmp_path):
     assert torch.equal(r0["ADA.p"], r1["ADA.p"]) and torch.equal(r0["LeCam.ema"], r1["LeCam.ema"])
     run = tmp_path / "ddp"
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000002", "step-0000003"]
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000002.png", "step-0000003.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["latest.png", "step-0000002.png", "step-0000003.png"]
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]   # one writer
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
 

@@ -309,8 +309,10 @@ class Trainer:
     def _finish(self, why: str) -> None:
         path = self.save_checkpoint()
         samples = self.write_samples()
-        if self.accelerator.trackers:
-            self.accelerator.end_training()
+        # The trackers' end only: Accelerator.end_training would also destroy the process group, on the main
+        # process alone (the only one with trackers), and leave the others waiting in their next collective.
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
         if self.is_main:
             self.console.print(f"{why}: checkpoint {path}, samples {samples}, generator "
                                f"{self.run_dir / GENERATOR_FILE}")
