@@ -320,9 +320,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.ch must be > 0 and model.d_ch >= 0 (0 = same as ch)")
     if m.n_classes < 0:
         raise ConfigError("model.n_classes must be >= 0 (0 = from the dataset, 1 = unconditional)")
-    for key, value, allowed in (("train.precision", t.precision, PRECISIONS), ("data.flip", cfg.data.flip, FLIPS),
-                                ("train.loss", t.loss, D_LOSSES), ("train.finetune", t.finetune, FINETUNE),
-                                ("train.on_diverge", t.on_diverge, ON_DIVERGE), ("train.log_with", t.log_with, LOG_WITH)):
+    choices = (("train.precision", t.precision, PRECISIONS), ("data.flip", cfg.data.flip, FLIPS),
+               ("train.loss", t.loss, D_LOSSES), ("train.finetune", t.finetune, FINETUNE),
+               ("train.on_diverge", t.on_diverge, ON_DIVERGE), ("train.log_with", t.log_with, LOG_WITH))
+    for key, value, allowed in choices:
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
     if t.micro_batch <= 0 or t.batch <= 0:
