@@ -3,12 +3,13 @@ classes better than one trained from scratch, at the same budget?
 
 The fine-tuning use case at CPU size, on scikit-learn's handwritten digits (no download): a tiny-cpu BigGAN is
 trained on every image of the digits 0-4 (the "pretrained" run); then the digits 5-9, new classes, are learned
-from `--images` of their images with the finetune32 recipe, from scratch and from the pretrained run ("init": with
-FreezeD as the recipe has it; "init+g_norm": also train.finetune=g_norm), for the same steps and seed. Every variant is
-scored by benchmarks/quality.py against all real images of 5-9: class accuracy and feature distance.
+from `--images` of their images with the finetune32 recipe, from scratch and from the pretrained run ("init":
+with FreezeD as the recipe has it; "init+g_norm": also train.finetune=g_norm), for the same steps and seed.
+Every variant is scored by benchmarks/quality.py against all real images of 5-9: class accuracy and feature
+distance. The README's figures ("Start from a pretrained BigGAN"):
 
-    python benchmarks/transfer.py --pretrain-steps 1600 --steps 800 --images 100 \
-        --json benchmarks/results/transfer-digits.json
+    python benchmarks/transfer.py --pretrain-steps 1200 --steps 600 --images 100 \
+        --json benchmarks/results/transfer-digits-600steps.json
 """
 
 from __future__ import annotations

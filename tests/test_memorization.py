@@ -34,7 +34,7 @@ def test_a_copying_generator_is_flagged_and_held_out_reals_are_not(tmp_path):
     assert not fresh["memorization_flagged"] and fresh["memorized"] < 0.15 and 0.6 < fresh["nn_ratio"] < 1.6
     assert fresh["nn_real_median"] == copies["nn_real_median"] > 0          # the same calibration for both
     # The grid: 8 suspects, each beside its 3 nearest training images; a copy's nearest one is its original.
-    grid = torch.from_numpy(np.asarray(Image.open(copies["memorization_grid"]))).permute(2, 0, 1)
+    grid = torch.from_numpy(np.array(Image.open(copies["memorization_grid"]))).permute(2, 0, 1)
     assert grid.shape[1:] == (8 * 34 + 2, 4 * 34 + 2)
     fake, nearest = grid[:, 2:34, 2:34].float(), grid[:, 2:34, 36:68].float()
     assert (fake - nearest).abs().mean() < 2 and (nearest - grid[:, 2:34, 70:102].float()).abs().mean() > 10
