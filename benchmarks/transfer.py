@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--images", type=int, default=100, help="training images of the new classes")
     ap.add_argument("--points", type=int, default=4, help="evaluations along each target run")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    ap.add_argument("--train-seed", type=int, default=0, help="train.seed of the target runs (the same 100 images)")
     ap.add_argument("--json", help="write all figures to this file")
     args = ap.parse_args(argv)
 
@@ -67,9 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
                                        f"train.out_dir={work}", "train.name=pretrained", "train.sample_every=0"])
         train(cfg, overwrite=True)
     results = {"machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-               "pretrain_steps": args.pretrain_steps, "steps": args.steps, "images": args.images, "variants": {}}
+               "pretrain_steps": args.pretrain_steps, "steps": args.steps, "images": args.images,
+               "train_seed": args.train_seed, "variants": {}}
     for name in args.variants.split(","):
-        sets = [s.format(pretrained=pretrained) for s in VARIANTS[name]]
+        sets = [s.format(pretrained=pretrained) for s in VARIANTS[name]] + [f"train.seed={args.train_seed}"]
         print(f"\n== {name}: finetune32 {' '.join(sets)}", flush=True)
         run_args = ["--data", str(target), "--recipe", "finetune32", "--minutes", "0", "--steps", str(args.steps),
                     "--points", str(args.points), "--max-images", str(args.images)]
