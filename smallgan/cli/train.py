@@ -10,6 +10,7 @@ from rich.console import Console
 from smallgan.cli.app import SetOption, app, run_app
 from smallgan.cli.common import PRECISION_HELP, check_precision, config_from_options, normalize_resume_argv
 from smallgan.cli.run_config import DEFAULT_RECIPE, plan_training, print_notes
+from smallgan.config import LOG_WITH
 from smallgan.errors import SmallganError
 from smallgan.exit_codes import ExitCode
 
@@ -47,8 +48,9 @@ def train_command(
     """Train BigGAN on a prepared dataset (any device; DDP when launched with accelerate/torchrun). Rerunning
     the same command continues the run. Every setting and its default: smallgan/config.py."""
     check_precision(precision)
-    if log_with is not None and log_with not in ("auto", "none", "tensorboard", "wandb"):
-        raise SmallganError(f"--log-with {log_with}: use one of auto | none | tensorboard | wandb")
+    trackers = [v for v in LOG_WITH if v]   # "" only stands for none in configs saved before auto existed
+    if log_with is not None and log_with not in trackers:
+        raise SmallganError(f"--log-with {log_with}: use one of {' | '.join(trackers)}")
     plan = plan_training(recipe, sets, {
         "data.path": data, "train.name": name, "train.init": init, "train.max_steps": max_steps,
         "train.max_kimg": max_kimg, "train.max_minutes": max_minutes, "train.precision": precision,

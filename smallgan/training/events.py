@@ -17,7 +17,7 @@ from smallgan.errors import TrainingDiverged
 from smallgan.layers.spectral_norm import top_singular_values
 from smallgan.training.state import TrainState
 from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput, log_line
-from smallgan.training.tracking import peak_memory_mb
+from smallgan.training.tracking import log_scalars, peak_memory_mb
 
 
 class Reporter:
@@ -75,8 +75,7 @@ class Reporter:
             record.update(self._singular_values())
         if self.log is not None:
             self.log.write(record)
-        if self.accelerator.trackers:
-            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=c.step)
+        log_scalars(self.accelerator, record, c.step)
         self.progress.update(c.step, log_line(record, self.total_steps), log_line=True)
         return True
 

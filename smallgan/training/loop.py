@@ -42,7 +42,9 @@ from smallgan.training.state import Counters, TrainState, resume_path
 from smallgan.training.stopping import Stopping, limit_reached, planned_steps
 from smallgan.training.transfer import load_pretrained, trainable
 from smallgan.training.stats import MetricsLog
-from smallgan.training.tracking import publish_samples, resolve_log_with, start_trackers, write_reals
+from smallgan.training.tracking import (
+    log_scalars, publish_samples, resolve_log_with, start_trackers, write_reals,
+)
 
 # Re-exported: callers import them from here.
 __all__ = ["Counters", "Trainer", "TrainingDiverged", "resolve_flip", "run_dir_for", "train"]
@@ -300,8 +302,7 @@ class Trainer:
         if log is not None:
             log.write({"event": "eval", "step": c.step, "extractor": self.quality.extractor.name,
                        **results})
-        if self.accelerator.trackers:   # FID/KID beside the losses, at the same steps
-            self.accelerator.log({k: v for k, v in results.items() if isinstance(v, (int, float))}, step=c.step)
+        log_scalars(self.accelerator, results, c.step)   # FID/KID beside the losses, at the same steps
         if self.is_main:
             shown = ", ".join(f"{k} {results[k]:.4g}" for k in self.cfg.eval.metrics if k in results)
             self.console.print(f"step {c.step} eval ({results['n_fake']} images): {shown}")

@@ -54,6 +54,12 @@ def _tracker_names(accelerator: Any) -> list[str]:
     return [str(getattr(t, "value", t)) for t in accelerator.log_with]
 
 
+def log_scalars(accelerator: Any, record: dict[str, Any], step: int) -> None:
+    """The numbers of a record (a log interval, an evaluation) to every tracker, at `step`."""
+    if accelerator.trackers:
+        accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
+
+
 def log_grid(accelerator: Any, tag: str, grid: Tensor, step: int) -> None:
     """One (3, H, W) uint8 grid as an image of every tracker, at `step`."""
     for tracker in accelerator.trackers:
