@@ -48,7 +48,9 @@ def sample_command(
     standing_stats: int = typer.Option(
         0, "--standing-stats", help="Re-estimate BatchNorm statistics over K forward passes at --trunc (0 = off)."
     ),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per forward pass."),
+    batch_size: int = typer.Option(
+        64, "--batch-size", help="Images gathered per write; the images do not depend on it (G runs on fixed chunks)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace numbered PNGs already in the --out folder."),
 ) -> None:
@@ -81,8 +83,7 @@ def sample_command(
 
     with PhaseProgress(console) as progress:
         if standing_stats and thresholds is None:
-            G.standing_stats(standing_stats, trunc, batch_size=max(batch_size, 2), seed=seed,
-                             progress=progress("standing statistics"))
+            G.standing_stats(standing_stats, trunc, seed=seed, progress=progress("standing statistics"))
         if seed_list is not None:
             written, what = _seeds(G, seed_list, trunc, class_list, batch_size, progress, grid, nrow, overwrite,
                                    out or samples_dir / (f"seeds-{tag.replace(f'-s{seed}', '', 1)}"

@@ -43,7 +43,7 @@ def truncation_sweep(
     out = []
     for i, t in enumerate(thresholds):
         if standing_stats:
-            G.standing_stats(standing_stats, t, batch_size=max(batch_size, 2), seed=seed)
+            G.standing_stats(standing_stats, t, seed=seed)
         out.append(G.generate(G.latents(n, t, seed), y, batch_size=batch_size,
                               progress=_offset(progress, i * n, total)))
     return out

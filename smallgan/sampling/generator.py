@@ -6,8 +6,12 @@ API, the training loop's progress grids, evaluation (``smallgan eval`` and ``tra
 
 Determinism: latents (and the random classes of standing statistics) are drawn on the CPU from a
 ``torch.Generator`` seeded by the caller, then moved to the device, so a seed gives the same z on every
-device and for every batch size; in eval mode BatchNorm uses stored statistics, so each image depends on its
-own (z, y) only.
+device and for every batch size. In eval mode BatchNorm uses stored statistics, so mathematically each image
+depends on its own (z, y) only; in floating point it also depends on the shape of the forward pass (the CPU's
+convolution library picks its algorithm by shape, and another algorithm rounds the last bits differently,
+which flips a few pixels once rounded to 8 bits). So the generator always runs on chunks of one fixed shape
+(:func:`forward_chunk`), whatever batch size the caller asks for: the same seed gives the same bytes with the
+same machine type, torch build and thread count, and images within one level of 255 elsewhere (docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -71,6 +75,19 @@ def resolve_classes(classes: ClassSpec, class_names: list[str], n_classes: int) 
         raise SmallganError("this generator is unconditional (trained on a single class); sample it without "
                             "--class / classes=")
     return [_one_class(c, class_names, n_classes) for c in items]
+
+
+def forward_chunk(device: torch.device) -> int:
+    """Images in every forward pass of a sampling generator on `device`: fixed per device type, never the
+    caller's batch size (see the module's note on determinism). Small on the CPU, where a larger batch gains
+    little and a padded last chunk costs little; larger on accelerators, which need wide batches to be busy."""
+    return 8 if device.type == "cpu" else 32
+
+
+def standing_batch(config: Config) -> int:
+    """The batch size of standing statistics: the recipe's micro-batch (at least 32, for stable batch statistics),
+    never a sampling batch size, so statistics, and every image after them, do not change with --batch-size."""
+    return max(int(config.train.micro_batch), 32)
 
 
 def spread(choices: Sequence[int], n: int, nrow: int | None = None) -> Tensor:
@@ -161,18 +178,29 @@ class TrainedGenerator:
         self, z: Tensor, y: Tensor, *, batch_size: int = 64, embedding: Tensor | None = None,
         progress: Progress | None = None,
     ) -> Iterator[Tensor]:
-        """G(z, y) in batches, as uint8 (B, 3, R, R) CPU tensors; `embedding` replaces shared(y) (see below)."""
+        """G(z, y) as uint8 (B, 3, R, R) CPU tensors; `embedding` replaces shared(y) (see below).
+
+        `batch_size` only sets how many images each yielded tensor holds (rounded up to whole chunks): the
+        generator itself always runs on :func:`forward_chunk` images, the last chunk padded by repeating its
+        last input, so image i's bytes do not depend on `batch_size`, on n or on its neighbours.
+        """
         if batch_size < 1:
             raise SmallganError(f"batch size must be at least 1, got {batch_size}")
         n, device = z.shape[0], self.device
+        chunk = forward_chunk(device)
+        per_batch = -(-batch_size // chunk) * chunk
         with _shared_embedding_override(self.module, embedding is not None) as override:
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
-                if embedding is not None:
-                    override["value"] = embedding[start:stop].to(device)
-                with torch.no_grad():   # not around the yield: grad mode would leak into the caller's code
-                    images = to_uint8(self.module(z[start:stop].to(device), y[start:stop].to(device))).cpu()
-                yield images
+            for start in range(0, n, per_batch):
+                stop = min(start + per_batch, n)
+                parts = []
+                for first in range(start, stop, chunk):
+                    rows = torch.arange(first, first + chunk).clamp_(max=min(first + chunk, stop) - 1)
+                    if embedding is not None:
+                        override["value"] = embedding[rows].to(device)
+                    with torch.no_grad():   # not around the yield: grad mode would leak into the caller's code
+                        images = self.module(z[rows].to(device), y[rows].to(device))
+                    parts.append(to_uint8(images[: min(chunk, stop - first)]).cpu())
+                yield torch.cat(parts)
                 if progress is not None:
                     progress(stop, n)
 
@@ -200,9 +228,11 @@ class TrainedGenerator:
             return shared(torch.as_tensor(list(classes), dtype=torch.long, device=self.device)).cpu()
 
     # -------------------------------------------------------------------------------------------
-    def standing_stats(self, k: int, trunc: float = 0.0, *, batch_size: int = 64, seed: int = 0,
+    def standing_stats(self, k: int, trunc: float = 0.0, *, batch_size: int | None = None, seed: int = 0,
                        progress: Progress | None = None) -> TrainedGenerator:
-        """BigGAN's "standing statistics" at this truncation, in place (see :func:`standing_statistics`)."""
+        """BigGAN's "standing statistics" at this truncation, in place (see :func:`standing_statistics`), over
+        k batches of `batch_size` images (default :func:`standing_batch` of the generator's recipe)."""
+        batch_size = standing_batch(self.config) if batch_size is None else batch_size
         standing_statistics(self.module, k, trunc, batch_size=batch_size, seed=seed, progress=progress)
         return self
 

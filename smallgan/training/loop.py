@@ -29,7 +29,7 @@ from smallgan.layers.spectral_norm import power_iteration_
 from smallgan.registry import capabilities
 from smallgan.regularizers import LeCam
 from smallgan.sampling.export import GENERATOR_FILE
-from smallgan.sampling.generator import TrainedGenerator
+from smallgan.sampling.generator import TrainedGenerator, standing_batch
 from smallgan.training.batches import (
     FIXED_LATENTS_STREAM, STANDING_STATS_STREAM, derive_seed, load_real_data, resolve_flip, step_seed,
 )
@@ -192,7 +192,7 @@ class Trainer:
         :func:`~smallgan.ema.prepare_for_sampling`), made once per step for grids, evaluation and export."""
         if self._sampling_step != self.counters.step:
             self._sampling = prepare_for_sampling(
-                self.ema.shadow, batch_size=max(self.micro_batch, 32),
+                self.ema.shadow, batch_size=standing_batch(self.cfg),
                 seed=derive_seed(self.cfg.train.seed, STANDING_STATS_STREAM))
             self._sampling_step = self.counters.step
         return self._sampling
