@@ -101,7 +101,7 @@ class Trainer:
         self.accumulation, self.micro_batch = self.plan.accumulation, self.plan.micro_batch
         # Real images through D per iteration: the unit of kimg (logs, train.max_kimg, the EMA half-life).
         self.images_per_step = self.plan.batch * t.d_steps
-        self.augment = DiffAugment(t.diffaug, p=t.augment_p)
+        self.augment = DiffAugment(t.diffaug, p=t.augment_start())
         if choice.note:
             self._note(choice.note)
         note = self.plan.describe(cfg, self.world)
