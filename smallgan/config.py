@@ -76,8 +76,10 @@ class TrainConfig:
     # weights a new run starts from (fresh optimisers, step 0; ignored when resuming); every model setting but
     # n_classes must match. New class i starts from pretrained class init_classes[i]; [] = the mean of the
     # pretrained class embeddings plus small noise. freeze_d: D's first K blocks stay as loaded (FreezeD, Mo et
-    # al. 2020). finetune: all | g_norm (G trains only its class embedding and normalisation gains and biases,
-    # the batch-statistics adaptation of Noguchi & Harada 2019, for very few images; D trains as usual).
+    # al. 2020). finetune: all | g_norm (G trains only its shared class embedding, the linear projections that
+    # make each conditional BatchNorm's per-channel gain and bias from [class, z chunk] (cond_dim x channels
+    # each: 2.2M of 70.3M at 128 px ch 96) and the output BatchNorm's scale and shift; every conv stays as loaded.
+    # After Noguchi & Harada 2019, who train only per-channel scales and shifts; D trains as usual).
     init: str = ""
     init_classes: list[int] = field(default_factory=list)
     freeze_d: int = 0
