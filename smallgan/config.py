@@ -54,8 +54,9 @@ class TrainConfig:
     out_dir: str = "runs"
     seed: int = 0
     # Batch: `batch` images per optimiser step (the paper's 2048) on any number of processes; `micro_batch` is the
-    # most one device takes per forward: each process accumulates micro-batches of the largest size <= it that
-    # divides its share batch / processes (see training/batch_plan.py; a note says when that differs from micro_batch).
+    # most one device takes per forward. Each process accumulates equal micro-batches of min(micro_batch, 8) to
+    # micro_batch images; a share that does not split evenly is rounded (within 2% from 25 images a process), not
+    # cut into smaller micro-batches (training/batch_plan.py; the run line says when the batch moved).
     batch: int = 64
     micro_batch: int = 32
     d_steps: int = 2                  # D updates per G update (paper: 2; ImageNet-128 launch: 1)

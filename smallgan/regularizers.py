@@ -56,8 +56,8 @@ class LeCam:
     0.99) of D's mean output on real and on generated images. Only a real output *above* the fake anchor and a
     fake output *below* the real anchor are penalised: D is kept from pulling real and fake predictions further
     apart than its recent history, while predictions between the anchors cost nothing (the paper's eq. 3 is
-    written two-sided; its analysis and code are one-sided). On BigGAN with DiffAugment the paper finds better
-    FID with 10-20% of CIFAR-10.
+    written without the relu; the authors' code, lecam-gan's ``lecam_reg``, has it). On BigGAN with
+    DiffAugment the paper finds better FID with 10-20% of CIFAR-10.
 
     The anchors are the averages *before* this D step, shared by all of its micro-batches, so an accumulated
     step gives the loss of one big batch; after the step the averages take the step's mean outputs, summed
