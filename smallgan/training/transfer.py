@@ -169,9 +169,7 @@ def apply_freezing(G: nn.Module, D: nn.Module, t: TrainConfig, model_cfg: ModelC
     if t.finetune == "g_norm":
         G.requires_grad_(False)
         for module in _g_norm_modules(G):
-            module.requires_grad_(True)
-        parts.append(f"G trains {sum(p.numel() for p in trainable(G)):,} of "
-                     f"{sum(p.numel() for p in G.parameters()):,} parameters (train.finetune=g_norm)")
+            module.requires_grad_(True)     # how many: the run line (trainable_summary)
     if t.freeze_d:
         if not capabilities(model_cfg).d_stages:
             raise SmallganError(f"train.freeze_d: {model_cfg.arch}'s D has no blocks to freeze")
