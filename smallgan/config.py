@@ -54,8 +54,9 @@ class TrainConfig:
     out_dir: str = "runs"
     seed: int = 0
     # Batch: `batch` images per optimiser step (the paper's 2048) on any number of processes; `micro_batch` is the
-    # most one device takes per forward: each process accumulates micro-batches of the largest size <= it that
-    # divides its share batch / processes (see training/batch_plan.py; a note says when that differs from micro_batch).
+    # most one device takes per forward. Each process accumulates equal micro-batches of min(micro_batch, 8) to
+    # micro_batch images; a share that does not split evenly is rounded (within 2% from 25 images a process), not
+    # cut into smaller micro-batches (training/batch_plan.py; the run line says when the batch moved).
     batch: int = 64
     micro_batch: int = 32
     d_steps: int = 2                  # D updates per G update (paper: 2; ImageNet-128 launch: 1)
@@ -76,20 +77,26 @@ class TrainConfig:
     # weights a new run starts from (fresh optimisers, step 0; ignored when resuming); every model setting but
     # n_classes must match. New class i starts from pretrained class init_classes[i]; [] = the mean of the
     # pretrained class embeddings plus small noise. freeze_d: D's first K blocks stay as loaded (FreezeD, Mo et
-    # al. 2020). finetune: all | g_norm (G trains only its class embedding and normalisation gains and biases,
-    # the batch-statistics adaptation of Noguchi & Harada 2019, for very few images; D trains as usual).
+    # al. 2020). finetune: all | g_norm (G trains only its shared class embedding, the linear projections that
+    # make each conditional BatchNorm's per-channel gain and bias from [class, z chunk] (cond_dim x channels
+    # each: 2.2M of 70.3M at 128 px ch 96) and the output BatchNorm's scale and shift; every conv stays as loaded.
+    # After Noguchi & Harada 2019, who train only per-channel scales and shifts; D trains as usual).
     init: str = ""
     init_classes: list[int] = field(default_factory=list)
     freeze_d: int = 0
     finetune: str = "all"
-    # Few-shot regularisers (README "Few-shot regularisers"). Each op of `diffaug` is applied to an image with
-    # probability p: augment_p (lightweight-gan's --aug-prob), or, with ada_target > 0, p starts there and adapts
-    # (StyleGAN2-ADA sec. 3): every ada_interval iterations it moves up when r_t = E[sign(D(real))] is above
-    # ada_target (D is sure of the training images: it memorises them), down otherwise, by at most 1 per ada_kimg.
-    augment_p: float = 1.0            # 1 = every op on every image (DiffAugment as published)
+    # Few-shot regularisers (docs/fewshot-regularisers.md). Each op of `diffaug` is applied to an image with
+    # probability p: augment_p (lightweight-gan's --aug-prob), or, with ada_target > 0, p starts at augment_p
+    # (0 unless given, as StyleGAN2-ADA) and adapts (StyleGAN2-ADA sec. 3): every ada_interval iterations it moves
+    # up when r_t = E[sign(D(real))] is above ada_target (D is sure of the training images: it memorises them),
+    # down otherwise, by at most 1 per ada_kimg, within [0, ada_p_max].
+    augment_p: float = -1.0           # -1 = auto: 1 (every op on every image, DiffAugment as published), 0 with ADA
     ada_target: float = 0.0           # StyleGAN2-ADA's 0.6; 0 = off (p stays augment_p)
     ada_kimg: float = 100.0           # StyleGAN2-ADA's 500 is 2% of its 25M-image runs; few-shot runs are shorter
     ada_interval: int = 4             # iterations between adjustments (StyleGAN2-ADA's 4)
+    # ADA's cap on p: above ~0.8 augmentations that are not invertible (cutout, colour) or whose strength
+    # distribution has negative frequency lobes (translation, brightness) leak into G (StyleGAN2-ADA sec. 2.2-2.3).
+    ada_p_max: float = 0.8
     lecam: float = 0.0                # LeCam weight (Tseng et al. 2021; 0.3 for BigGAN + DiffAugment); 0 = off
     lecam_decay: float = 0.99         # of the averages of D's real and fake outputs LeCam anchors to (the paper's)
     # Mixed precision through Accelerate: auto | no | fp16 | bf16. auto = what Accelerate is configured for
@@ -124,6 +131,13 @@ class TrainConfig:
     channels_last: bool = True        # NHWC memory format for G, D and real batches (1.05-1.3x on CPU)
     compile: bool = False             # torch.compile G and D (eager fallback when no compiler is available)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
+
+    def augment_start(self) -> float:
+        """p at step 0: augment_p when given; else 0 with ADA (it raises p only when D overfits), 1 without.
+        With ADA never above ada_p_max (older configs saved augment_p = 1 as the default)."""
+        if self.ada_target > 0:
+            return min(self.augment_p, self.ada_p_max) if self.augment_p >= 0 else 0.0
+        return self.augment_p if self.augment_p >= 0 else 1.0
 
 
 @dataclass
@@ -354,9 +368,13 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_fewshot(t: TrainConfig) -> None:
-    for key, value in (("augment_p", t.augment_p), ("ada_target", t.ada_target), ("lecam_decay", t.lecam_decay)):
-        if not 0.0 <= value <= 1.0 or (value == 1.0 and key != "augment_p"):
-            raise ConfigError(f"train.{key} must be in [0, {'1]' if key == 'augment_p' else '1)'}, got {value}")
+    if not (0.0 <= t.augment_p <= 1.0 or t.augment_p == -1.0):
+        raise ConfigError(f"train.augment_p must be in [0, 1] (or -1 = auto), got {t.augment_p}")
+    if not 0.0 < t.ada_p_max <= 1.0:
+        raise ConfigError(f"train.ada_p_max must be in (0, 1], got {t.ada_p_max}")
+    for key, value in (("ada_target", t.ada_target), ("lecam_decay", t.lecam_decay)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"train.{key} must be in [0, 1), got {value}")
     if not t.ada_kimg > 0 or t.ada_interval < 1 or not t.lecam >= 0:
         raise ConfigError("train.ada_kimg must be > 0, train.ada_interval >= 1 and train.lecam >= 0 (0 = off)")
     if t.ada_target > 0 and not t.diffaug:

@@ -1,14 +1,13 @@
-"""BigGAN's orthogonal regularisation (section 3.1).
+"""BigGAN's orthogonal regularisation (section 3.1) and LeCam regularisation of D.
 
-``R = beta * sum_W || W W^T (.) (1 - I) ||_F^2`` with each weight reshaped to (out, -1): it pushes filters
-towards mutual orthogonality without constraining their norms, which makes G amenable to truncation.
+``R = beta / 2 * sum_W || W W^T (.) (1 - I) ||_F^2`` with each weight reshaped to (out, -1): it pushes filters
+towards mutual orthogonality without constraining their norms, which makes G amenable to truncation. Its
+gradient, ``2 * beta * (W W^T (.) (1 - I)) W``, is exactly what the authors' code (utils.py ``ortho``) adds to
+each weight's gradient, so ``train.ortho_beta`` means their ``--G_ortho`` (the paper writes beta without the 1/2).
 
 Which weights: every parameter with >= 2 dimensions (conv and linear weights) except embeddings (G's shared
 class embedding, as in the paper); biases, BatchNorm parameters and scalar gains are 1-D or 0-D and so excluded.
 With spectral norm the raw (unnormalised) weight is regularised, as the authors' code does.
-
-Note on scale: the authors' code adds ``beta * 2 * (W W^T (.) (1 - I)) W`` to the gradient, which is the gradient
-of ``beta / 2 * R`` here; pass half the authors' beta to reproduce their update exactly.
 """
 
 from __future__ import annotations
@@ -41,21 +40,24 @@ def off_diagonal_gram_sq(w: Tensor) -> Tensor:
 
 
 def orthogonal_regularization(module: nn.Module, beta: float) -> Tensor:
-    """``beta * sum_W ||W W^T (.) (1 - I)||_F^2`` over the module's conv/linear weights (float32 scalar)."""
+    """``beta / 2 * sum_W ||W W^T (.) (1 - I)||_F^2`` over the module's conv/linear weights (float32 scalar): the
+    1/2 makes its gradient the authors' ``2 * beta * (W W^T (.) (1 - I)) W``."""
     weights = regularized_weights(module)
     if not weights:
         return torch.zeros(())
     # float32 even under autocast: the terms are differences of 4th powers, which bf16/fp16 would cancel badly.
     with float32_region(weights[0][1].device):
-        return beta * torch.stack([off_diagonal_gram_sq(p) for _, p in weights]).sum()
+        return 0.5 * beta * torch.stack([off_diagonal_gram_sq(p) for _, p in weights]).sum()
 
 
 class LeCam:
-    """LeCam regularisation (Tseng et al., CVPR 2021, eq. 3) of D: ``weight x (E[(D(x) - a_F)^2] +
-    E[(D(G(z)) - a_R)^2])``, with a_R and a_F moving averages (decay 0.99) of D's mean output on real and
-    on generated images. It keeps D's outputs near their recent history, which bounds how far real and fake
-    predictions can drift apart on a few images (the paper: on BigGAN with DiffAugment, better FID with
-    10-20% of CIFAR-10).
+    """LeCam regularisation (Tseng et al., CVPR 2021) of D, as the authors' code computes it:
+    ``weight x (E[relu(D(x) - a_F)^2] + E[relu(a_R - D(G(z)))^2])``, with a_R and a_F moving averages (decay
+    0.99) of D's mean output on real and on generated images. Only a real output *above* the fake anchor and a
+    fake output *below* the real anchor are penalised: D is kept from pulling real and fake predictions further
+    apart than its recent history, while predictions between the anchors cost nothing (the paper's eq. 3 is
+    written without the relu; the authors' code, lecam-gan's ``lecam_reg``, has it). On BigGAN with
+    DiffAugment the paper finds better FID with 10-20% of CIFAR-10.
 
     The anchors are the averages *before* this D step, shared by all of its micro-batches, so an accumulated
     step gives the loss of one big batch; after the step the averages take the step's mean outputs, summed
@@ -83,7 +85,7 @@ class LeCam:
         self._sums[2] += fake.detach().sum()
         self._sums[3] += fake.numel()
         a_real, a_fake = anchors[0], anchors[1]
-        return self.weight * ((real - a_fake).square().mean() + (fake - a_real).square().mean())
+        return self.weight * ((real - a_fake).relu().square().mean() + (a_real - fake).relu().square().mean())
 
     def end_step(self) -> None:
         """Fold the step's mean outputs (over micro-batches and processes) into the averages."""

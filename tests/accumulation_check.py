@@ -46,7 +46,7 @@ def accumulated_vs_full_gradient(accelerator, micro_batch: int = 2, lecam: float
         reg.ema.copy_(torch.tensor([0.05, -0.03]))   # anchors 0.5 and -0.3 after one debiased update
         reg.updates.fill_(1)
         a_real, a_fake = reg.anchors().tolist()
-        loss = loss + lecam * ((real_logits - a_fake).square().mean() + (fake_logits - a_real).square().mean())
+        loss = loss + lecam * ((real_logits - a_fake).relu().square().mean() + (a_real - fake_logits).relu().square().mean())
         expected_ema = 0.9 * reg.ema + 0.1 * torch.stack([real_logits.mean(), fake_logits.mean()]).detach()
     loss.backward()
 

@@ -80,29 +80,36 @@ def test_batch_plan_examples():
     cfg = load_config("imagenet128")                       # batch 2048, micro-batch 256
     assert plan_batches(cfg, 1) == BatchPlan(batch=2048, micro_batch=256, accumulation=8)
     assert plan_batches(cfg, 8) == BatchPlan(batch=2048, micro_batch=256, accumulation=1)
-    assert plan_batches(cfg, 3) == BatchPlan(batch=2046, micro_batch=62, accumulation=11)   # 682 = 62 x 11
+    # 682.7 each: rounded to 684 = 228 x 3 (not 62 x 11, nor 1 x 409 on 5 processes: BatchNorm on one image)
+    assert plan_batches(cfg, 3) == BatchPlan(batch=2052, micro_batch=228, accumulation=3)
+    assert plan_batches(cfg, 5) == BatchPlan(batch=2050, micro_batch=205, accumulation=2)
     assert plan_batches(load_config("anime64"), 8) == BatchPlan(batch=256, micro_batch=32, accumulation=1)
+    assert plan_batches(load_config("anime64"), 3) == BatchPlan(batch=258, micro_batch=43, accumulation=2)
     assert plan_batches(load_config("tiny-cpu"), 2) == BatchPlan(batch=16, micro_batch=8, accumulation=1)
     assert plan_batches(load_config("tiny-cpu"), 1).describe(load_config("tiny-cpu"), 1) is None
-    assert "micro-batch 62" in plan_batches(cfg, 3).describe(cfg, 3)
-    with pytest.raises(ConfigError, match="smaller than the 3 processes"):
-        plan_batches(load_config("tiny-cpu", ["train.batch=2"]), 3)
+    assert "micro-batch 228" in plan_batches(cfg, 3).describe(cfg, 3)
+    assert "rounded" in plan_batches(cfg, 3).describe(cfg, 3) and "+4" in plan_batches(cfg, 3).rounding(cfg)
+    with pytest.raises(ConfigError, match="fewer than the 8 a micro-batch needs"):
+        plan_batches(load_config("tiny-cpu"), 3)       # 5.3 images each
 
 
-@pytest.mark.parametrize("processes", [1, 2, 3, 8])
+@pytest.mark.parametrize("processes", range(1, 17))
 @pytest.mark.parametrize("recipe", recipe_names())
-def test_every_recipe_plans_its_batch_on_any_number_of_processes(recipe, processes):
-    t = load_config(recipe).train
-    if t.batch < processes:                                 # fastgan-tiny64 (batch 4) on 8: impossible, refused
-        with pytest.raises(ConfigError, match="smaller than"):
-            plan_batches(load_config(recipe), processes)
+def test_every_recipe_plans_whole_micro_batches_on_1_to_16_processes(recipe, processes):
+    cfg = load_config(recipe)
+    t, floor = cfg.train, min(cfg.train.micro_batch, 8)
+    if t.batch < floor * processes:              # e.g. tiny-cpu's 16 over 3: refused, with what to change
+        with pytest.raises(ConfigError, match=f"train.batch to at least {floor * processes}"):
+            plan_batches(cfg, processes)
         return
-    plan = plan_batches(load_config(recipe), processes)
+    plan = plan_batches(cfg, processes)
     assert plan.micro_batch * plan.accumulation * processes == plan.batch
-    assert 1 <= plan.micro_batch <= t.micro_batch
-    assert t.batch - processes < plan.batch <= t.batch and (plan.batch == t.batch) == (t.batch % processes == 0)
-    share = plan.batch // processes   # the largest micro-batch that fits: no larger one divides the share
-    assert not any(share % m == 0 for m in range(plan.micro_batch + 1, min(t.micro_batch, share) + 1))
+    assert floor <= plan.micro_batch <= t.micro_batch        # never below min(micro_batch, 8)
+    # Within 2% of train.batch; where no whole plan comes that close (finetune128's 64 over 6: 60 or 66), the
+    # closest there is.
+    closest = min(abs(m * a * processes - t.batch) for m in range(floor, t.micro_batch + 1)
+                  for a in range(1, t.batch // (floor * processes) + 2))
+    assert abs(plan.batch - t.batch) <= max(0.02 * t.batch, closest)
 
 
 def test_cli_error_is_one_line():

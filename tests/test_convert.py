@@ -7,6 +7,7 @@ BatchNorm with gain = 1 + linear(y), bias = linear(y) and the stored statistics)
 """
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from smallgan.checkpoint import load_checkpoint
+from smallgan.config import load_config, read_config
 from smallgan.convert import ConversionError, convert_biggan_pytorch, refuse_hf_biggan_deep, write_run
 from smallgan.registry import build_discriminator, build_generator
 from smallgan.sampling import load_generator
@@ -349,6 +351,30 @@ def test_without_state_dict_the_architecture_comes_from_the_shapes(tmp_path, arc
     with torch.no_grad():
         err = (converted.G_ema(z, y) - reference_generator(theirs["G_ema"], z, y, arch)).abs().max().item()
     assert err < 1e-3
+
+
+def test_their_ema_survives_recipe_toml_config_json_and_a_resumed_run(tmp_path):
+    from smallgan.data import PreparedImages
+    from smallgan.training.loop import Trainer
+
+    write_their_folder(tmp_path / "theirs", TINY32)   # EMA 0.9999 per iteration from iteration 20,000
+    converted = convert_biggan_pytorch(tmp_path / "theirs")
+    run = write_run(tmp_path / "run", converted)
+    per_iteration = 4 * 2 * 1                           # their batch_size x num_G_accumulations x num_D_steps
+    for cfg in (load_config(str(run / "recipe.toml")), read_config(run / "config.json")):
+        assert cfg.train.ema_halflife_kimg == pytest.approx(per_iteration * math.log(0.5) / math.log(0.9999) / 1000)
+        assert cfg.train.ema_start_kimg == pytest.approx(20000 * per_iteration / 1000)
+    # What a continued run does with them: a copy of G until iteration 20,000, then 0.9999 per iteration.
+    images = (torch.rand(8, 3, 32, 32) * 255).to(torch.uint8)
+    data = PreparedImages(images, torch.arange(8) % 5, [str(i) for i in range(5)])
+    trainer = Trainer(load_config(str(run / "recipe.toml"), ["train.max_steps=1", "train.log_with=none"]),
+                      resume="latest", dataset=data)
+    assert trainer.ema.decay(19999) == 0.0 and trainer.ema.decay(20000) == pytest.approx(0.9999)
+    trainer.run()
+    assert trainer.counters.step == 1
+    # The authors' settings it does not use, in one note (their data and path options are not listed).
+    unused = [n for n in converted.notes if "not used" in n]
+    assert len(unused) == 1 and "ema=True" in unused[0] and "dataset" not in unused[0]
 
 
 def test_suffix_selects_the_copy_and_a_missing_file_is_named(tmp_path):

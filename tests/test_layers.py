@@ -171,7 +171,7 @@ def _naive(module: nn.Module, beta: float) -> torch.Tensor:
         w = p.flatten(1)
         gram = w @ w.t()
         total = total + (gram * (1 - torch.eye(w.shape[0]))).square().sum()
-    return beta * total
+    return beta / 2 * total     # the 1/2 makes the gradient the authors' 2 beta (W W^T (.) (1 - I)) W
 
 
 def test_ortho_reg_zero_for_orthogonal_weights() -> None:

@@ -103,11 +103,11 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
     assert {p.name: p.read_bytes() for p in good_ckpt.iterdir()} == files_before
 
 
-def test_a_batch_that_micro_batches_do_not_divide_takes_smaller_ones(tmp_path):
+def test_a_batch_that_micro_batches_do_not_divide_is_rounded_not_cut_smaller(tmp_path):
     trainer = Trainer(tiny(tmp_path, "train.batch=10", "train.max_steps=1"))   # micro_batch 4 does not divide 10
-    assert (trainer.plan.batch, trainer.micro_batch, trainer.accumulation) == (10, 2, 5)
+    assert (trainer.plan.batch, trainer.micro_batch, trainer.accumulation) == (8, 4, 2)   # not 2 x 5
     trainer.run()
-    assert trainer.counters.real_seen == 10                                    # 10 real images per D step
+    assert trainer.counters.real_seen == 8                                     # 8 real images per D step
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ The pretrained network is the BigGAN authors' layout at tiny width (built as in 
 architecture of the finetune64 recipe), converted by `smallgan convert`: the path a user takes.
 """
 
+import io
 import json
 import os
 import subprocess
@@ -12,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 from test_convert import convert, write_their_folder
 from smallgan.checkpoint import load_checkpoint
 from smallgan.cli import app
-from smallgan.config import ConfigError, load_config
+from smallgan.config import FINETUNE as FINETUNE_MODES, ConfigError, load_config
 from smallgan.errors import SmallganError
 from smallgan.training.loop import Trainer, train
 from smallgan.training.transfer import NOISE
@@ -127,6 +129,25 @@ def test_freeze_d_and_g_norm_leave_frozen_weights_bit_identical(tmp_path, pretra
     # The optimisers hold only what trains.
     assert sum(p.numel() for g in trainer.parts.g_opt.param_groups for p in g["params"]) < \
         sum(p.numel() for p in trainer.G.parameters()) / 2
+
+
+@pytest.mark.parametrize("mode", FINETUNE_MODES)
+def test_the_run_line_counts_what_each_finetune_mode_trains(tmp_path, pretrained, mode):
+    run, _ = pretrained
+    out = io.StringIO()
+    trainer = Trainer(finetune(tmp_path, run, f"train.finetune={mode}", "train.max_steps=1", "sample.n=4"),
+                      console=Console(file=out, width=1000))
+    trainer.run()
+    G, D = trainer.G, trainer.D
+    # g_norm, as its documentation says: the shared embedding, the conditional BatchNorms' gain and bias
+    # projections and the output BatchNorm's scale and shift.
+    documented = ("shared.", ".gain.", ".bias.", "to_rgb.bn.") if mode == "g_norm" else ("",)
+    g_trains = sum(p.numel() for n, p in G.named_parameters() if any(s in n for s in documented))
+    d_trains = sum(p.numel() for p in D.parameters() if p.requires_grad)
+    assert g_trains == sum(p.numel() for p in G.parameters() if p.requires_grad)
+    line = out.getvalue().replace("\n", "")
+    assert (f"training G {g_trains:,} of {sum(p.numel() for p in G.parameters()):,} parameters "
+            f"(train.finetune={mode}), D {d_trains:,} of {sum(p.numel() for p in D.parameters()):,}") in line
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smallgan.config import Config, ConfigError, apply_override, validate
+from smallgan.config import Config, ConfigError, apply_override, config_from_dict, validate
 from smallgan.convert.base import ConversionError, Converted
 from smallgan.convert.biggan_pytorch_arch import model_from_authors_config, model_from_shapes, train_from_authors_config
 from smallgan.convert.biggan_pytorch_keys import (
@@ -81,8 +81,6 @@ def convert_biggan_pytorch(src: Path, suffix: str = "", overrides: Iterable[str]
         notes.append(f"no {files['G_ema'].name} (trained without --ema): the EMA generator is a copy of G")
 
     check_variants(g, files["G"].name)
-    cfg = Config()
-    cfg.data.path = ""          # the authors' data set is theirs; training from this folder names its own
     itr = None
     train_fields: dict[str, Any] = {}
     if files["state_dict"].is_file():
@@ -102,12 +100,12 @@ def convert_biggan_pytorch(src: Path, suffix: str = "", overrides: Iterable[str]
                      "sn_eps=1e-6 are the authors' ImageNet launch values (--set model.bn_eps=... to change)")
         source = "the tensor shapes"
         their_config = None
-    for k, v in model_fields.items():
-        setattr(cfg.model, k, v)
-    for k, v in train_fields.items():
-        setattr(cfg.train, k, v)
     overrides = list(overrides)
     try:
+        # Through the config's own reader, as a recipe: their per-iteration ema_decay / ema_start become
+        # train.ema_halflife_kimg / ema_start_kimg at their batch and D steps (real fields, kept by recipe.toml).
+        # data.path: the authors' data set is theirs; training from this folder names its own.
+        cfg = config_from_dict({"data": {"path": ""}, "model": model_fields, "train": train_fields})
         for item in overrides:
             apply_override(cfg, item)
         validate(cfg)

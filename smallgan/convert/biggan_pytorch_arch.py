@@ -137,9 +137,24 @@ def train_from_authors_config(c: dict[str, Any]) -> tuple[dict[str, Any], list[s
         t["betas"] = [float(c["G_B1"]), float(c["G_B2"])]
     if c.get("batch_size"):
         t["batch"] = int(c["batch_size"]) * int(c.get("num_G_accumulations", 1) or 1)
-    notes = []
-    if (c.get("D_B1"), c.get("D_B2")) != (c.get("G_B1"), c.get("G_B2")):
-        notes.append(f"smallgan uses one pair of Adam betas for G and D; took G's {t.get('betas')}")
+    unused = [f"{key}={c[key]!r} ({why})" for key, why in NOT_CARRIED.items()
+              if key in c and not (key in SAME_AS and c[key] == c.get(SAME_AS[key]))]
+    notes = [f"read from the authors' config, not used: {'; '.join(unused)}"] if unused else []
     return t, notes
+
+
+# Training settings of the authors' config that the converted run does not carry over, and why; one note lists
+# those a checkpoint's config holds. (Their data, path, logging and sampling options concern their machine.)
+NOT_CARRIED = {
+    "D_B1": "one pair of Adam betas for G and D: G's", "D_B2": "one pair of Adam betas for G and D: G's",
+    "num_D_accumulations": "D and G see the same train.batch",
+    "ema": "smallgan always keeps an EMA of G", "use_ema": "smallgan samples from the EMA",
+    "G_eval_mode": "smallgan always samples in eval mode", "D_ortho": "smallgan regularises G only",
+    "G_init": "weights come from the checkpoint", "D_init": "weights come from the checkpoint",
+    "G_fp16": "train.precision", "D_fp16": "train.precision", "G_mixed_precision": "train.precision",
+    "D_mixed_precision": "train.precision", "split_D": "D's real and fake forwards are smallgan's choice",
+    "num_epochs": "train.max_steps", "seed": "train.seed",
+}
+SAME_AS = {"D_B1": "G_B1", "D_B2": "G_B2", "num_D_accumulations": "num_G_accumulations"}  # unused only if they differ
 
 

@@ -13,6 +13,7 @@ import torch
 from smallgan.checkpoint import save_checkpoint
 from smallgan.io import atomic_write_text
 from smallgan.sampling.export import GENERATOR_FILE, export_generator
+from smallgan.training.build import build_optimizers
 from smallgan.config import Config
 from smallgan.convert.base import ConversionError, Converted
 
@@ -41,11 +42,12 @@ def write_run(out: Path, converted: Converted) -> Path:
     cfg.recipe = out.name
     G, D, G_ema = converted.G, converted.D, converted.G_ema
     t = cfg.train
+    g_opt, d_opt = build_optimizers(G, D, t, torch.device("cpu"), note=lambda _: None)
     state = {
         # Adam as smallgan's trainer makes it at step 0, with the converted optimiser settings: the authors'
         # moments (G_optim.pth) are keyed by their parameter order and are not carried over.
-        "g_opt": torch.optim.Adam(G.parameters(), lr=t.g_lr, betas=tuple(t.betas), eps=t.adam_eps).state_dict(),
-        "d_opt": torch.optim.Adam(D.parameters(), lr=t.d_lr, betas=tuple(t.betas), eps=t.adam_eps).state_dict(),
+        # Built as the trainer builds them (fused where the CPU has it): a resumed run loads their param groups.
+        "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(),
         "g_scaler": {}, "d_scaler": {},      # a disabled GradScaler's state
         "counters": {"step": 0, "real_seen": 0}, "real_seen_by_rank": [0], "world": 1,
     }

@@ -4,8 +4,9 @@ r_t = E[sign(D(x_real))]: near 0 while D cannot tell training images from fakes,
 every training image, which on a small set means it has memorised them. It is measured on the real logits
 that D's step computes anyway (no extra forward) and logged always. With ``train.ada_target`` > 0 the
 probability p with which DiffAugment applies each op moves every ``ada_interval`` iterations by
-``sign(r_t - target) x images / (ada_kimg x 1000)``, clamped to [0, 1]; r_t is summed over every process
-first, so p is the same number everywhere.
+``sign(r_t - target) x images / (ada_kimg x 1000)``, clamped to [0, ada_p_max]; r_t is summed over every
+process first, so p is the same number everywhere. As in StyleGAN2-ADA p starts at 0 (unless augment_p is
+given), and the cap (0.8 by default) keeps it below where DiffAugment's ops start to leak into G.
 
 Everything stays on the device: the sums are device tensors, the adjustment is device arithmetic and an
 all-reduce, so the training step never waits for the host. State (p and the sums since the last adjustment)
@@ -31,7 +32,8 @@ class AdaptiveAugment:
         self.adaptive = t.ada_target > 0
         # p moves by at most this much per adjustment: 1 per ada_kimg thousand real images through D.
         self.step_size = images_per_step * t.ada_interval / (t.ada_kimg * 1000)
-        self.p = torch.tensor(float(t.augment_p), device=device)
+        self.p_max = t.ada_p_max
+        self.p = torch.tensor(t.augment_start(), device=device)
         if self.adaptive:
             augment.p = self.p          # shared: adjusted in place, read by D's and G's augmentations
         self._pending = torch.zeros(2, device=device)    # sum of sign(D(real)), count: since the last adjustment
@@ -53,7 +55,7 @@ class AdaptiveAugment:
         if self.adaptive and step % self.interval == 0:
             total = self.accelerator.reduce(self._pending.clone(), reduction="sum")
             r_all = total[0] / total[1].clamp_min(1)
-            self.p.add_(torch.sign(r_all - self.target) * self.step_size).clamp_(0.0, 1.0)
+            self.p.add_(torch.sign(r_all - self.target) * self.step_size).clamp_(0.0, self.p_max)
             self._pending.zero_()
         return {"r_t": r_t, "augment_p": self.p.clone()}
 

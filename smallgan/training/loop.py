@@ -40,7 +40,7 @@ from smallgan.training.phases import GANPhases, optimizer_step
 from smallgan.training.rollback import Recovery
 from smallgan.training.state import Counters, TrainState, resume_path
 from smallgan.training.stopping import Stopping, limit_reached, planned_steps
-from smallgan.training.transfer import load_pretrained, trainable
+from smallgan.training.transfer import load_pretrained, trainable, trainable_summary
 from smallgan.training.stats import MetricsLog
 from smallgan.training.tracking import (
     log_scalars, publish_samples, resolve_log_with, start_trackers, write_reals,
@@ -101,7 +101,7 @@ class Trainer:
         self.accumulation, self.micro_batch = self.plan.accumulation, self.plan.micro_batch
         # Real images through D per iteration: the unit of kimg (logs, train.max_kimg, the EMA half-life).
         self.images_per_step = self.plan.batch * t.d_steps
-        self.augment = DiffAugment(t.diffaug, p=t.augment_p)
+        self.augment = DiffAugment(t.diffaug, p=t.augment_start())
         if choice.note:
             self._note(choice.note)
         note = self.plan.describe(cfg, self.world)
@@ -279,8 +279,9 @@ class Trainer:
             write_reals(acc, self.stream, cfg.sample.n, self.run_dir, self.counters.step)
             self.console.print(
                 f"run {self.run_dir}: {cfg.model.arch} {cfg.model.resolution}px, {self.n_classes} class(es), "
-                f"{len(self.stream) * self.world} images, batch {self.plan.batch} = {self.micro_batch} x "
-                f"{self.accumulation} accumulation x {self.world} process(es), device {acc.device}, "
+                f"{len(self.stream) * self.world} images, batch {self.plan.batch}{self.plan.rounding(cfg)} = "
+                f"{self.micro_batch} x {self.accumulation} accumulation x {self.world} process(es), "
+                f"{trainable_summary(self.G, self.D, cfg.train)}, device {acc.device}, "
                 f"precision {self.precision} ({self.precision_why})"
             )
 
