@@ -97,16 +97,18 @@ def summary(recall: list[float], spread: list[float], calibration: dict | None =
            "recall_min": round(min(recall), 3), "recall_mean": round(float(np.mean(recall)), 3),
            "spread_min": round(min(spread), 3), "spread_mean": round(float(np.mean(spread)), 3)}
     if calibration is not None:
-        out["low_variety"] = [c for c, (r, s) in enumerate(zip(recall, spread))
-                              if r < FLAG_SHARE * calibration["per_class_recall"][c]
-                              or s < FLAG_SHARE * calibration["per_class_spread"][c]]
+        for name, values in (("recall", recall), ("spread", spread)):
+            real = calibration[f"per_class_{name}"]
+            out[f"low_{name}"] = [c for c, v in enumerate(values) if v < FLAG_SHARE * real[c]]
+        out["low_variety"] = sorted({*out["low_recall"], *out["low_spread"]})
     return out
 
 
 def format_classes(row: dict) -> str:
-    """Two indented lines: the per-class recall and spread ratio of a scored row, flagged classes marked *."""
-    low = set(row.get("low_variety", []))
-    mark = lambda c, v: f"{v:.2f}" + ("*" if c in low else " ")  # noqa: E731
-    lines = [f"{'':>7} {name:<7}" + " ".join(mark(c, v) for c, v in enumerate(row[key]))
-             for name, key in (("recall", "per_class_recall"), ("spread", "per_class_spread"))]
+    """Two indented lines: the per-class recall and spread ratio of a scored row, a flagged figure marked *."""
+    lines = []
+    for name in ("recall", "spread"):
+        low = set(row.get(f"low_{name}", []))
+        lines.append(f"{'':>7} {name:<7}" + " ".join(f"{v:.2f}" + ("*" if c in low else " ")
+                                                     for c, v in enumerate(row[f"per_class_{name}"])))
     return "\n".join(lines)

@@ -44,3 +44,44 @@ def test_mode_seeking_is_off_by_default_and_refuses_negative_weights():
     assert load_config(None).train.mode_seeking == 0.0
     with pytest.raises(ConfigError, match="train.mode_seeking"):
         load_config(None, ["train.mode_seeking=-1"])
+
+
+def _benchmark_variety():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    try:
+        return importlib.import_module("variety")
+    finally:
+        sys.path.pop(0)
+
+
+def _blobs(n: int, label: int, g: torch.Generator, jitter: float = 1.0) -> torch.Tensor:
+    """A class: a bright square at a class-specific place, moved and resized per image by `jitter`."""
+    images = torch.zeros(n, 3, 16, 16, dtype=torch.uint8)
+    for i in range(n):
+        x, y = (int(v) for v in (torch.randint(0, 6, (2,), generator=g).float() * jitter).round())
+        size = 3 + int(torch.randint(0, 4, (1,), generator=g).item() * jitter)
+        images[i, :, 2 + 4 * label + y: 2 + 4 * label + y + size, 2 + x: 2 + x + size] = 255
+    return images
+
+
+def test_benchmark_flags_a_collapsed_class_and_calibrates_real_against_real_near_one():
+    variety = _benchmark_variety()
+    g = torch.Generator().manual_seed(0)
+    feats = lambda x: torch.nn.functional.avg_pool2d(x.float(), 2).flatten(1).numpy()  # noqa: E731 - a stand-in judge
+    split = [(torch.cat([_blobs(n, 0, g), _blobs(n, 1, g)]), torch.tensor([0] * n + [1] * n)) for n in (120, 40)]
+    (x_train, y_train), (x_test, y_test) = split
+    ref = variety.build_variety((x_train, y_train, feats(x_train)), (x_test, y_test, feats(x_test)), 2, per_class=60)
+    cal = ref.calibration
+    assert ref.size == [40, 40] and cal["pca_components"] >= 2
+    assert all(0.8 < s < 1.25 for s in cal["per_class_spread"]) and cal["recall_min"] > 0.4
+    varied, collapsed = _blobs(60, 0, g), _blobs(1, 1, g).repeat(60, 1, 1, 1)
+    figures = [variety.class_figures(ref, 0, feats(varied), varied), variety.class_figures(ref, 1, feats(collapsed), collapsed)]
+    row = variety.summary([f[0] for f in figures], [f[1] for f in figures], cal)
+    assert row["low_spread"] == [1] and row["low_recall"] == [1] and row["low_variety"] == [1]
+    assert row["per_class_spread"][1] == 0.0 and row["per_class_spread"][0] > 0.8
+    lines = variety.format_classes(row).splitlines()
+    assert lines[0].split()[0] == "recall" and lines[1].rstrip().endswith("0.00*")
