@@ -316,12 +316,13 @@ def main(argv: list[str] | None = None) -> dict:
                     help="also train the recipe's D as a classifier on the run's real-image budget (a bound)")
     ap.add_argument("--max-images", type=int, default=0,
                     help="train on this many images of the judge's training split (a few-shot set); 0 = all")
+    ap.add_argument("--keep", help="train in this folder and keep the run (e.g. for `smallgan sample --run`)")
     ap.add_argument("--raw", action="store_true", help="also score the raw G (not the EMA) at every point")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        overrides = [f"data.path={args.data}", f"train.out_dir={tmp}", "train.name=quality",
+        overrides = [f"data.path={args.data}", f"train.out_dir={args.keep or tmp}", "train.name=quality",
                      f"train.seed={args.seed}", *args.sets]
         if args.run:
             G = load_generator(args.run, device="cpu")
