@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from smallgan.augment import DiffAugment
 from smallgan.latents import sample_latents
-from smallgan.losses import D_LOSSES, g_hinge, mode_seeking, r1_penalty
+from smallgan.losses import D_LOSSES, g_hinge, r1_penalty
+from smallgan.losses import mode_seeking as mode_seeking_loss
 from smallgan.registry import capabilities_of
 from smallgan.regularizers import LeCam, orthogonal_regularization
 
@@ -138,7 +139,7 @@ class GANPhases:
                         fake = self.G(z, y)
                         loss = g_hinge(self.D_raw(self.augment(fake), y).float())
                         if self.mode_seeking > 0:
-                            loss = loss + self.mode_seeking * mode_seeking(fake, z)
+                            loss = loss + self.mode_seeking * mode_seeking_loss(fake, z)
                     scaler.scale(loss / self.accumulation).backward()
                 total += loss.detach()
         finally:
