@@ -40,7 +40,7 @@ def test_train_dry_run_prints_the_resolved_config(tmp_path):
 
 @pytest.mark.slow
 def test_demo_writes_a_checkpoint_and_a_sample_grid(tmp_path):
-    r = smallgan("demo", "--minutes", "1", "--steps", "6", "--out-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    r = smallgan("demo", "--minutes", "10", "--steps", "6", "--out-dir", str(tmp_path / "runs"), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     run = tmp_path / "runs" / "demo"
     assert (run / "checkpoints" / "step-0000006").is_dir()
