@@ -26,7 +26,7 @@ from smallgan.metrics.fid import frechet_distance
 from smallgan.metrics.inception_score import inception_score
 from smallgan.metrics.kid import kernel_inception_distance
 from smallgan.metrics.names import METRICS, direction, parse_metrics
-from smallgan.metrics.pr import precision_recall
+from smallgan.metrics.precision_recall import precision_recall
 from smallgan.metrics.stats import FeatureStats
 
 __all__ = [

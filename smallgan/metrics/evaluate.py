@@ -25,7 +25,7 @@ from smallgan.metrics.fid import fid_from_stats
 from smallgan.metrics.inception_score import inception_score
 from smallgan.metrics.kid import kernel_inception_distance
 from smallgan.metrics.names import parse_metrics
-from smallgan.metrics.pr import precision_recall
+from smallgan.metrics.precision_recall import precision_recall
 from smallgan.metrics.stats import FeatureStats
 
 SampleFn = Callable[[int, int], torch.Tensor]  # (batch_size, start_index) -> uint8 (B, 3, H, W)
