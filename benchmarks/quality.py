@@ -7,6 +7,8 @@ run, samples every class from the EMA generator exactly as `smallgan sample --cl
   images assigns to the asked class (its accuracy on held-out real images is printed beside it);
 - feature distance: the Frechet distance between generated and real images in that classifier's
   penultimate features (no download), with held-out real images and uniform noise as calibration rows;
+- variety per class (benchmarks/variety.py): recall in those features and the spread of the class's samples
+  over the real class's, each beside its real-vs-real figure; a class under half of it is flagged (*);
 - steps, images seen by D (kimg) and training seconds (sampling and evaluation not counted).
 
     python benchmarks/quality.py --data builtin:shapes --recipe tiny-cpu --minutes 3
@@ -44,6 +46,8 @@ from smallgan.augment import DiffAugment
 from smallgan.metrics.fid import frechet_distance
 from smallgan.registry import build_discriminator
 from smallgan.sampling import TrainedGenerator, load_generator, save_grid
+
+from variety import VarietyReference, build_variety, class_figures, format_classes, summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,20 +136,25 @@ class Reference:
     class_names: list[str]
     real_features: np.ndarray   # judge features of the judge's training images (the reference set)
     n: int                      # images per row: held-out count, so every distance has the same bias
+    variety: VarietyReference   # per-class recall and spread references, with their calibration
 
 
 def score(generator: TrainedGenerator, ref: Reference, per_class: int, seed: int = 0) -> dict:
     n_classes = len(ref.class_names)
-    hits, feats = [], []
+    hits, feats, recall, spread = [], [], [], []
     for c in range(n_classes):
         images = generator.sample(per_class, classes=c, seed=seed + c)
         pred, f = judge_outputs(ref.judge, images)
         hits.append((pred == c).float().mean().item())
         feats.append(f)
+        r, s = class_figures(ref.variety, c, f, images, seed)
+        recall.append(r)
+        spread.append(s)
     feats_all = np.concatenate(feats)
     pick = np.random.default_rng(seed).permutation(len(feats_all))[: ref.n]
     return {"class_acc": float(np.mean(hits)), "per_class_acc": [round(h, 3) for h in hits],
-            "fd": feature_distance(feats_all[pick], ref.real_features)}
+            "fd": feature_distance(feats_all[pick], ref.real_features),
+            **summary(recall, spread, ref.variety.calibration)}
 
 
 def class_rows(generator: TrainedGenerator, n_classes: int, per_row: int = 10, seed: int = 0) -> Tensor:
@@ -162,7 +171,8 @@ def held_out_split(n_images: int, n_classes: int, holdout: float, seed: int) -> 
     return perm[:n_test], perm[n_test:]
 
 
-def build_reference(cfg: Config, holdout: float, steps: int, seed: int = 0) -> tuple[Reference, dict, Path]:
+def build_reference(cfg: Config, holdout: float, steps: int, per_class: int,
+                    seed: int = 0) -> tuple[Reference, dict, Path]:
     data_path = resolve_dataset(cfg.data.path, cfg.model.resolution)
     data = load_prepared(data_path, resolution=cfg.model.resolution)
     if len(data.class_names) < 2:
@@ -195,7 +205,11 @@ def build_reference(cfg: Config, holdout: float, steps: int, seed: int = 0) -> t
         # Noise asked to be a random class: the chance level of class accuracy.
         "noise_class_acc": (noise_pred == torch.randint(0, len(data.class_names), (n_test,), generator=g)).float().mean().item(),
     }
-    return Reference(judge, list(data.class_names), train_feats, n_test), calibration, data_path
+    variety = build_variety((data.images[train], data.labels[train], train_feats),
+                            (data.images[test], data.labels[test], test_feats), len(data.class_names),
+                            per_class, seed)
+    calibration["variety"] = variety.calibration
+    return Reference(judge, list(data.class_names), train_feats, n_test, variety), calibration, data_path
 
 
 def d_ceiling(cfg: Config, data_path: Path, real_images: int, holdout: float, seed: int = 0) -> dict:
@@ -242,7 +256,9 @@ def few_shot_subset(data_path: Path, resolution: int, n: int, holdout: float, se
 
 
 def train_and_score(cfg: Config, ref: Reference, *, minutes: float, steps: int, points: int, per_class: int,
-                    console_print, dataset: PreparedImages | None = None) -> tuple[list[dict], TrainedGenerator]:
+                    console_print, dataset: PreparedImages | None = None,
+                    raw: bool = False) -> tuple[list[dict], TrainedGenerator]:
+    from smallgan.ema import prepare_for_sampling
     from smallgan.training.loop import Trainer
 
     trainer = Trainer(cfg, overwrite=True, dataset=dataset)
@@ -265,15 +281,22 @@ def train_and_score(cfg: Config, ref: Reference, *, minutes: float, steps: int, 
                "train_seconds": round(spent, 1), "r_t": round(float(r_t) / max(iterations, 1), 3),
                "augment_p": round(trainer.ada.p.item(), 3), **score(G, ref, per_class)}
         curve.append(row)
-        console_print(format_row(row), flush=True)
+        console_print(format_row(row) + "\n" + format_classes(row), flush=True)
+        if raw:   # the trained G's own weights, with standing statistics as the EMA copy gets them
+            module = prepare_for_sampling(trainer.G, batch_size=max(trainer.micro_batch, 32))
+            row["raw"] = score(TrainedGenerator(module, trainer.cfg, trainer.class_names), ref, per_class)
+            console_print(format_row({"step": "raw G", **row["raw"]}) + "\n" + format_classes(row["raw"]), flush=True)
     trainer.save_checkpoint()   # the real export path: generator.safetensors, as `smallgan sample` reads it
     return curve, load_generator(trainer.run_dir, device="cpu")
 
 
 def format_row(row: dict) -> str:
+    variety = (f" {row['recall_min']:>6.2f}/{row['recall_mean']:.2f} {row['spread_min']:>6.2f}/{row['spread_mean']:.2f}"
+               if "recall_min" in row else f" {'':>11} {'':>11}")
+    flagged = f" low variety: {','.join(map(str, row['low_variety']))}" if row.get("low_variety") else ""
     return (f"{row.get('step', '-'):>7} {row.get('kimg', '-'):>8} {row.get('train_seconds', '-'):>9} "
-            f"{row['class_acc']:>9.3f} {row['fd']:>9.2f}" + (f" r_t {row['r_t']:.2f} p {row['augment_p']:.2f}"
-                                                            if "r_t" in row else ""))
+            f"{row['class_acc']:>9.3f} {row['fd']:>9.2f}" + variety
+            + (f" r_t {row['r_t']:.2f} p {row['augment_p']:.2f}" if "r_t" in row else "") + flagged)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -293,6 +316,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="also train the recipe's D as a classifier on the run's real-image budget (a bound)")
     ap.add_argument("--max-images", type=int, default=0,
                     help="train on this many images of the judge's training split (a few-shot set); 0 = all")
+    ap.add_argument("--raw", action="store_true", help="also score the raw G (not the EMA) at every point")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -306,7 +330,8 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             cfg = load_config(args.recipe, overrides)
         holdout = 0.25
-        ref, calibration, data_path = build_reference(cfg, holdout=holdout, steps=args.judge_steps, seed=args.seed)
+        ref, calibration, data_path = build_reference(cfg, holdout=holdout, steps=args.judge_steps,
+                                                      per_class=args.per_class, seed=args.seed)
         result = {
             "data": args.data, "recipe": args.run or args.recipe, "overrides": args.sets,
             "budget": f"{args.minutes:g} min" if args.minutes and not args.run else f"{args.steps} steps",
@@ -316,8 +341,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{args.data}: {calibration['images']} images, {calibration['classes']} classes; judge trained in "
               f"{calibration['judge_seconds']} s, held-out accuracy {calibration['judge_test_acc']:.3f}")
         sys.stdout.flush()
-        print(f"{'step':>7} {'kimg':>8} {'train_s':>9} {'class_acc':>9} {'feat_fd':>9}")
-        print(format_row({"step": "real", "class_acc": calibration["judge_test_acc"], "fd": calibration["real_fd"]}))
+        print(f"{'step':>7} {'kimg':>8} {'train_s':>9} {'class_acc':>9} {'feat_fd':>9} {'recall':>11} {'spread':>11}"
+              "   (recall, spread: worst class/mean)")
+        real_row = {"step": "real", "class_acc": calibration["judge_test_acc"], "fd": calibration["real_fd"],
+                    **calibration["variety"]}
+        print(format_row(real_row) + "\n" + format_classes(real_row))
         print(format_row({"step": "noise", "class_acc": calibration["noise_class_acc"], "fd": calibration["noise_fd"]}))
         if args.run:
             result["final"] = score(G, ref, args.per_class, seed=args.seed + 1000)
@@ -325,11 +353,13 @@ def main(argv: list[str] | None = None) -> dict:
             subset = (few_shot_subset(data_path, cfg.model.resolution, args.max_images, holdout, args.seed)
                       if args.max_images else None)
             curve, G = train_and_score(cfg, ref, minutes=args.minutes, steps=args.steps, points=max(1, args.points),
-                                       per_class=args.per_class, console_print=print, dataset=subset)
+                                       per_class=args.per_class, console_print=print, dataset=subset,
+                                       raw=args.raw)
             result["curve"] = curve
             result["final"] = {**{k: curve[-1][k] for k in ("step", "kimg", "train_seconds")},
                                **score(G, ref, args.per_class, seed=args.seed + 1000)}
-        print(format_row({"step": "final", **result["final"]}) + "   (exported generator, fresh latents)")
+        print(format_row({"step": "final", **result["final"]}) + "   (exported generator, fresh latents)\n"
+              + format_classes(result["final"]))
         if args.d_ceiling:
             # A finished run (--run) does not record its length here: --steps says how many G steps it took.
             steps = result["final"].get("step") or args.steps

@@ -92,6 +92,9 @@ class TrainConfig:
     ada_interval: int = 4             # iterations between adjustments (StyleGAN2-ADA's 4)
     lecam: float = 0.0                # LeCam weight (Tseng et al. 2021; 0.3 for BigGAN + DiffAugment); 0 = off
     lecam_decay: float = 0.99         # of the averages of D's real and fake outputs LeCam anchors to (the paper's)
+    # Mode seeking (Mao et al. 2019, MSGAN eq. 3) in G's loss: pairs of samples of one class are pushed apart in
+    # proportion to their latents' distance, so a class cannot collapse to one image (docs/variety.md); 0 = off.
+    mode_seeking: float = 0.0
     # Mixed precision through Accelerate: auto | no | fp16 | bf16. auto = what Accelerate is configured for
     # (accelerate launch --mixed_precision, accelerate config), else bf16 on GPUs with native bf16, fp16 on
     # older GPUs, no on CPU (smallgan/device.py); an explicit value wins.
@@ -340,8 +343,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.keep_ckpts must be >= 1")
     if t.max_rollbacks < 0 or not 0 < t.rollback_lr_factor <= 1:
         raise ConfigError("train.max_rollbacks must be >= 0 and train.rollback_lr_factor in (0, 1]")
-    if t.recon_weight < 0 or t.r1_gamma < 0 or t.ortho_beta < 0:
-        raise ConfigError("train.recon_weight, train.r1_gamma and train.ortho_beta must be >= 0 (0 = off)")
+    if t.recon_weight < 0 or t.r1_gamma < 0 or t.ortho_beta < 0 or not t.mode_seeking >= 0:
+        raise ConfigError("train.recon_weight, train.r1_gamma, train.ortho_beta and train.mode_seeking must be "
+                          ">= 0 (0 = off)")
     _validate_fewshot(t)
     if not cfg.sample.trunc >= 0:   # the progress grids sample with it: refused now, not at the first grid
         raise ConfigError(f"sample.trunc must be >= 0 (0 = no truncation), got {cfg.sample.trunc}")

@@ -35,4 +35,19 @@ def r1_penalty(real_logits: Tensor, inputs: Tensor) -> Tensor:
     return grad[: real_logits.shape[0]].float().square().flatten(1).sum(1).mean()
 
 
+def mode_seeking(images: Tensor, z: Tensor, eps: float = 1e-5) -> Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019, eq. 3), to minimise: 1 / (d_I / d_z + eps) averaged over
+    the pairs (i, i + n/2), which the caller gives the same class. d_I is the mean absolute pixel difference of
+    the pair's images, d_z that of their latents: a G that maps different z of a class to one image pays
+    ~1/eps, one whose images move with z pays little. Computed per pair (the paper's code uses the batch
+    means), so a single collapsed pair is not hidden by varied ones."""
+    half = images.shape[0] // 2
+    if half < 1:
+        return images.new_zeros(())
+    a, b = images[:half].float(), images[half : 2 * half].float()
+    d_images = (a - b).abs().flatten(1).mean(1)
+    d_latents = (z[:half] - z[half : 2 * half]).float().abs().mean(1)
+    return (1.0 / (d_images / d_latents + eps)).mean()
+
+
 D_LOSSES = {"hinge": d_hinge, "fastgan-hinge": d_hinge_random_margin}

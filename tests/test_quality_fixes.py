@@ -138,6 +138,13 @@ def test_quality_benchmark_reports_accuracy_distance_and_calibration(tmp_path):
     assert all(0 <= p["class_acc"] <= 1 and len(p["per_class_acc"]) == 3 and p["fd"] >= 0 for p in result["curve"])
     assert result["final"]["step"] == 4 and (tmp_path / "grid.png").is_file()
     assert "class_acc" in r.stdout and "noise" in r.stdout
+    # Variety per class beside its real-vs-real calibration (benchmarks/variety.py): per-class lists, flags.
+    var = cal["variety"]
+    assert len(var["per_class_recall"]) == 3 and 0.5 < var["spread_mean"] < 1.5 and var["recall_min"] > 0.3
+    for row in (*result["curve"], result["final"]):
+        assert len(row["per_class_spread"]) == 3 and 0 <= row["recall_min"] <= row["recall_mean"] <= 1
+        assert set(row["low_variety"]) <= {0, 1, 2}
+    assert "spread" in r.stdout and "recall" in r.stdout
 
 
 def test_shared_embedding_init_gives_the_class_the_weight_of_z():

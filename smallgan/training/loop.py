@@ -148,7 +148,7 @@ class Trainer:
             d_loss_name=t.loss, micro_batch=self.micro_batch, accumulation=self.accumulation,
             r1_gamma=t.r1_gamma, ortho_beta=t.ortho_beta, perceptual=build_perceptual(cfg, acc),
             recon_weight=t.recon_weight, splits_real_fake=capabilities(cfg.model).splits_real_fake,
-            observe_real=self.ada.observe, lecam=self.lecam,
+            observe_real=self.ada.observe, lecam=self.lecam, mode_seeking=t.mode_seeking,
         )
         self._sampling, self._sampling_step = None, -1
         self._grid: tuple[int, Path] | None = None   # (step, file) of the last progress grid this session wrote

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from smallgan.augment import DiffAugment
 from smallgan.latents import sample_latents
-from smallgan.losses import D_LOSSES, g_hinge, r1_penalty
+from smallgan.losses import D_LOSSES, g_hinge, mode_seeking, r1_penalty
 from smallgan.registry import capabilities_of
 from smallgan.regularizers import LeCam, orthogonal_regularization
 
@@ -48,6 +48,7 @@ class GANPhases:
     # LeCam's penalty on D (regularizers.py); None = neither.
     observe_real: Callable[[Tensor], None] | None = None
     lecam: LeCam | None = None
+    mode_seeking: float = 0.0        # weight of MSGAN's term in G's loss (losses.mode_seeking); 0 = off
 
     def __post_init__(self) -> None:
         self.d_loss = D_LOSSES[self.d_loss_name]
@@ -129,10 +130,15 @@ class GANPhases:
         try:
             for i in range(self.accumulation):
                 z, y = self._latents()
+                if self.mode_seeking > 0:   # pairs (i, i + n/2) of one class: the term compares them
+                    half = len(y) // 2
+                    y = torch.cat([y[:half], y[:half], y[2 * half:]])
                 with self._sync_context(self.G, i):
                     with self.accelerator.autocast():
                         fake = self.G(z, y)
                         loss = g_hinge(self.D_raw(self.augment(fake), y).float())
+                        if self.mode_seeking > 0:
+                            loss = loss + self.mode_seeking * mode_seeking(fake, z)
                     scaler.scale(loss / self.accumulation).backward()
                 total += loss.detach()
         finally:
