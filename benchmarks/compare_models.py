@@ -14,6 +14,8 @@ trained here on the real images' labels: the digit, or for the photographs the p
 
 - feature distance (Frechet) to the training split, at the held-out split's size;
 - precision and recall (Kynkaanniemi et al. 2019, k = 3) against the training split, at that same size;
+- spread ratio: sqrt(trace(cov)) of the samples over that of the training split, in the quality benchmark's
+  pixel PCA space (``benchmarks/variety.py``: the issue-#24 variety measure, here over the whole set);
 - memorisation share (``smallgan eval --metrics memorization``'s check, in 32-px pixels): the share of samples
   nearer a training image than 5 % of training images are to another;
 - img/s (real images through D per CPU-second, one thread), G and D parameters, steps and kimg.
@@ -38,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import build_reference, feature_distance, few_shot_subset, held_out_split, judge_outputs  # noqa: E402
+from variety import pixels  # noqa: E402
 
 from smallgan.config import load_config  # noqa: E402
 from smallgan.data import load_prepared  # noqa: E402
@@ -52,6 +55,8 @@ MODELS: dict[str, tuple[str, list[str]]] = {
 }
 MEMO_SAMPLES = 500       # samples in the memorisation check
 PR_REPEATS = 5           # seeded subsample draws averaged in precision/recall
+TRAINED_FILE = "compare-train.json"   # a child's training figures, beside its run
+PER_CLASS = 100          # the quality benchmark's per-class set size (its per-class calibration; not shown here)
 
 
 def config_for(model: str, data: str, out_dir: str, seed: int, extra: list[str]):
@@ -87,9 +92,11 @@ def train_child(args: argparse.Namespace) -> None:
     # What `smallgan compare`, `smallgan eval` and `smallgan sample` read beside the exported generator.
     atomic_write_text(trainer.run_dir / "config.json", trainer.cfg.to_json())
     images = trainer.counters.step * trainer.images_per_step
-    print("RESULT " + json.dumps({"model": args.child, "run": str(trainer.run_dir), "steps": trainer.counters.step,
-                                  "kimg": round(images / 1000, 1), "cpu_seconds": round(spent, 1),
-                                  "img_s": round(images / spent, 1), "train_images": n_train}), flush=True)
+    result = {"model": args.child, "run": str(trainer.run_dir), "steps": trainer.counters.step,
+              "kimg": round(images / 1000, 1), "cpu_seconds": round(spent, 1), "img_s": round(images / spent, 1),
+              "train_images": n_train}
+    atomic_write_text(trainer.run_dir / TRAINED_FILE, json.dumps(result))   # for --score-only
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 def train_both(args: argparse.Namespace) -> dict[str, dict]:
@@ -125,6 +132,12 @@ def memorised_share(images: torch.Tensor, train_images: torch.Tensor) -> float:
     return result["memorized"]
 
 
+def spread(images: torch.Tensor, ref) -> float:
+    from smallgan.metrics.precision_recall import feature_spread
+
+    return feature_spread(ref.variety.pca(pixels(images)))
+
+
 def figures(images: torch.Tensor, ref, train_images: torch.Tensor, seed: int) -> dict:
     from smallgan.metrics.precision_recall import precision_recall
 
@@ -132,6 +145,7 @@ def figures(images: torch.Tensor, ref, train_images: torch.Tensor, seed: int) ->
     pick = np.random.default_rng(seed).permutation(len(feats))[: ref.n]
     precision, recall = precision_recall(ref.real_features, feats, size=ref.n, repeats=PR_REPEATS, seed=seed)
     return {"fd": feature_distance(feats[pick], ref.real_features), "precision": precision, "recall": recall,
+            "spread": spread(images, ref) / spread(train_images, ref),
             "memorized": memorised_share(images, train_images)}
 
 
@@ -159,15 +173,16 @@ def model_row(trained: dict, ref, train_images: torch.Tensor, seed: int) -> tupl
 
 
 def markdown(result: dict) -> str:
-    head = ["row", "feature distance", "precision", "recall", "memorised", "steps", "kimg", "img/s (1 thread)",
-            "G params", "D params"]
+    head = ["row", "feature distance", "precision", "recall", "spread", "memorised", "steps", "kimg",
+            "img/s (1 thread)", "G params", "D params"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def line(name: str, r: dict) -> str:
         def params(v):
             return "" if v is None else f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.0f}k"
 
-        cells = [name, f"{r['fd']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['memorized']:.3f}",
+        cells = [name, f"{r['fd']:.2f}", f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['spread']:.2f}",
+                 f"{r['memorized']:.3f}",
                  str(r.get("steps", "")), str(r.get("kimg", "")), str(r.get("img_s", "")),
                  params(r.get("g_params")), params(r.get("d_params"))]
         return "| " + " | ".join(cells) + " |"
@@ -186,6 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out-dir", default="runs/compare", help="where the two runs are written")
     ap.add_argument("--set-biggan", action="append", default=[], help="extra config override for BigGAN")
     ap.add_argument("--set-fastgan", action="append", default=[], help="extra config override for FastGAN")
+    ap.add_argument("--score-only", action="store_true",
+                    help="score the runs a previous call trained in --out-dir instead of training again")
     ap.add_argument("--judge-steps", type=int, default=1200)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="write every figure to this file")
@@ -208,9 +225,13 @@ def compare(args: argparse.Namespace) -> dict:
 
     t0 = time.perf_counter()
     resolve_dataset(args.data, RESOLUTION)   # prepared here once, not by both children at the same time
-    trained = train_both(args)
+    if args.score_only:
+        trained = {m: json.loads((Path(args.out_dir) / m / TRAINED_FILE).read_text()) for m in MODELS}
+    else:
+        trained = train_both(args)
     cfg = config_for("biggan", args.data, args.out_dir, args.seed, [])
-    ref, judge_calibration, data_path = build_reference(cfg, holdout=HOLDOUT, steps=args.judge_steps, seed=args.seed)
+    ref, judge_calibration, data_path = build_reference(cfg, holdout=HOLDOUT, steps=args.judge_steps,
+                                                        per_class=PER_CLASS, seed=args.seed)
     data = load_prepared(data_path, resolution=RESOLUTION)
     test, train = held_out_split(len(data), len(data.class_names), HOLDOUT, args.seed)
     result = {"data": args.data, "resolution": RESOLUTION, "budget": (f"steps {args.steps}" if args.steps else
