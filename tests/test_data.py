@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -190,3 +191,16 @@ def test_builtin_photos_are_crops_of_scikit_images_colour_photographs(tmp_path):
     gaps = torch.cdist(flat, flat, p=1) / flat.shape[1]
     gaps.fill_diagonal_(float("inf"))
     assert gaps.min() > 2 and gaps.min(1).values.median() > 15
+
+
+def test_builtin_photos_without_scikit_image_is_one_clear_error(tmp_path, monkeypatch):
+    from data_tools import builtin
+
+    monkeypatch.setitem(sys.modules, "skimage", None)     # `import skimage.data` now raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    builtin._photos.cache_clear()
+    try:
+        with pytest.raises(SmallganError, match="builtin:photos needs scikit-image.*pip install scikit-image"):
+            resolve_dataset("builtin:photos", 32, cache_dir=tmp_path, console=QUIET)
+    finally:
+        builtin._photos.cache_clear()
