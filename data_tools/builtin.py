@@ -1,5 +1,6 @@
 """Built-in datasets, no download: procedural shapes (a fixed seed, rendered supersampled for clean small
-images) and scikit-learn's handwritten digits (a real labelled set that the scikit-learn wheel ships)."""
+images), scikit-learn's handwritten digits (a real labelled set that the scikit-learn wheel ships) and crops
+of the colour photographs that the scikit-image wheel ships (a few-shot set of real photographs)."""
 
 from __future__ import annotations
 
@@ -88,10 +89,68 @@ def render_digit(index: int, resolution: int, seed: int = 0) -> tuple[Image.Imag
     return grey.resize((resolution, resolution), Image.Resampling.BICUBIC).convert("RGB"), int(targets[index])
 
 
+# scikit-image's colour photographs (skimage.data): name in this set -> (loader, crop box as fractions of width
+# and height). The boxes keep crops off the retina's black surround and the rocket's empty sky.
+PHOTOS: dict[str, tuple[str, tuple[float, float, float, float]]] = {
+    "astronaut": ("astronaut", (0.0, 0.0, 1.0, 1.0)),
+    "cat": ("chelsea", (0.0, 0.0, 1.0, 1.0)),
+    "coffee": ("coffee", (0.0, 0.0, 1.0, 1.0)),
+    "rocket": ("rocket", (0.0, 0.35, 1.0, 1.0)),
+    "motorcycle": ("stereo_motorcycle", (0.0, 0.0, 1.0, 1.0)),
+    "galaxies": ("hubble_deep_field", (0.0, 0.0, 1.0, 1.0)),
+    "tissue": ("immunohistochemistry", (0.0, 0.0, 1.0, 1.0)),
+    "retina": ("retina", (0.1, 0.2, 0.7, 0.8)),
+}
+PHOTO_CLASSES = tuple(PHOTOS)
+CROPS_PER_PHOTO = 25          # 8 x 25 = 200 images: a few-shot set
+CROP_SIDE = (0.35, 0.65)      # a crop's side, as a fraction of its box's shorter side
+
+
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[Image.Image, ...]:
+    try:
+        import skimage.data
+    except ImportError:
+        from smallgan.errors import SmallganError
+
+        raise SmallganError("builtin:photos needs scikit-image, which ships the photographs: "
+                            "pip install scikit-image") from None
+    out = []
+    for loader, box in PHOTOS.values():
+        array = getattr(skimage.data, loader)()
+        im = Image.fromarray(array[0] if isinstance(array, tuple) else array).convert("RGB")  # motorcycle: left view
+        w, h = im.size
+        out.append(im.crop((round(box[0] * w), round(box[1] * h), round(box[2] * w), round(box[3] * h))))
+    return tuple(out)
+
+
+def render_photo(index: int, resolution: int, seed: int = 2024) -> tuple[Image.Image, int]:
+    """The ``index``-th crop of scikit-image's photographs: (RGB image, photograph index).
+
+    Photographs cycle (crop ``index`` comes from photograph ``index % 8``), so every prefix is balanced; the
+    square crop's side and place are a pure function of (seed, index), and it is downsampled (Lanczos, never
+    up: the smallest crop is over 100 px) to ``resolution``.
+    """
+    photos = _photos()
+    label = index % len(photos)
+    im = photos[label]
+    rng = random.Random(seed * 1_000_003 + index)
+    side = round(min(im.size) * rng.uniform(*CROP_SIDE))
+    x, y = rng.randrange(im.size[0] - side + 1), rng.randrange(im.size[1] - side + 1)
+    return im.crop((x, y, x + side, y + side)).resize((resolution, resolution), Image.Resampling.LANCZOS), label
+
+
+def _photo_labels() -> list[int]:
+    _photos()   # a missing scikit-image is reported before any work starts
+    return [i % len(PHOTO_CLASSES) for i in range(len(PHOTO_CLASSES) * CROPS_PER_PHOTO)]
+
+
 BUILTINS = {
     "shapes": BuiltinSpec("shapes", SHAPE_CLASSES, count=600, seed=1234, render=render_shape),
     "digits": BuiltinSpec("digits", DIGIT_CLASSES, count=1797, seed=0, render=render_digit,
                           labels=lambda: [int(t) for t in _digits()[1]]),
+    "photos": BuiltinSpec("photos", PHOTO_CLASSES, count=len(PHOTO_CLASSES) * CROPS_PER_PHOTO, seed=2024,
+                          render=render_photo, labels=_photo_labels),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import numpy as np
 import pytest
@@ -166,3 +167,40 @@ def test_flip_is_recorded_by_prepare_and_followed_by_training(tmp_path):
     assert resolve_flip("dataset", plain) is False and resolve_flip("dataset", mirrored) is True
     assert resolve_flip("true", plain) is True and resolve_flip("false", mirrored) is False
     assert resolve_flip("dataset", None) is False                    # in-memory data (benchmarks): no flips
+
+
+def test_builtin_photos_are_crops_of_scikit_images_colour_photographs(tmp_path):
+    pytest.importorskip("skimage")
+    from data_tools.builtin import PHOTO_CLASSES, render_photo
+
+    for resolution in (32, 64):
+        data = load_prepared(resolve_dataset("builtin:photos", resolution, cache_dir=tmp_path, console=QUIET))
+        assert len(data) == 200 and data.resolution == resolution          # a few-shot set, none skipped
+        assert data.class_names == list(PHOTO_CLASSES)
+        assert data.labels.tolist() == [i % len(PHOTO_CLASSES) for i in range(200)]
+    # Deterministic: the prepared images are the renderer's, and the renderer is a pure function of the index.
+    again, label = render_photo(7, resolution)
+    assert label == 7 % len(PHOTO_CLASSES)
+    assert torch.equal(data.images[7], torch.from_numpy(np.asarray(again)).permute(2, 0, 1))
+    # Colour photographs, not grey: on average the channels of a pixel differ.
+    x = data.images.float()
+    assert (x.max(1).values - x.min(1).values).mean() > 20
+    # Distinct crops: no image copies another (the smooth retina and night sky come nearest, a mean absolute
+    # gap of ~3 grey levels), and the typical image is far from its nearest neighbour.
+    flat = x.flatten(1)
+    gaps = torch.cdist(flat, flat, p=1) / flat.shape[1]
+    gaps.fill_diagonal_(float("inf"))
+    assert gaps.min() > 2 and gaps.min(1).values.median() > 15
+
+
+def test_builtin_photos_without_scikit_image_is_one_clear_error(tmp_path, monkeypatch):
+    from data_tools import builtin
+
+    monkeypatch.setitem(sys.modules, "skimage", None)     # `import skimage.data` now raises ImportError
+    monkeypatch.setitem(sys.modules, "skimage.data", None)
+    builtin._photos.cache_clear()
+    try:
+        with pytest.raises(SmallganError, match="builtin:photos needs scikit-image.*pip install scikit-image"):
+            resolve_dataset("builtin:photos", 32, cache_dir=tmp_path, console=QUIET)
+    finally:
+        builtin._photos.cache_clear()

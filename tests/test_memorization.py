@@ -96,3 +96,17 @@ def test_eval_cli_of_a_run_writes_the_grid_beside_it(tmp_path):
     rec = json.loads((run / "metrics.jsonl").read_text())
     assert rec["n_real"] == 16 and rec["n_fake"] == 12 and not rec["memorization_flagged"]   # an untrained G copies nothing
     assert (run / "memorization" / "eval-step-0000007.png").is_file()
+
+
+def test_on_real_photographs_copied_crops_are_flagged_and_new_crops_are_not(tmp_path):
+    """builtin:photos (crops of eight photographs): a new crop of a training photograph shares its colours and
+    texture with the training crops, yet only a copy of a training crop falls under the threshold."""
+    pytest.importorskip("skimage")
+    from smallgan.data import load_prepared, resolve_dataset
+
+    photos = load_prepared(resolve_dataset("builtin:photos", 32, cache_dir=tmp_path)).images
+    train, held_out = photos[:150], photos[150:]          # photographs cycle: both halves hold all eight
+    copies = memorization_check(copier(train), 50, train, PixelExtractor(), batch_size=25)
+    fresh = memorization_check(tensor_sample_fn(held_out, seed=None), 50, train, PixelExtractor(), batch_size=25)
+    assert copies["memorization_flagged"] and copies["memorized"] == 1.0
+    assert not fresh["memorization_flagged"] and fresh["memorized"] < 0.15 and fresh["nn_ratio"] > 0.6
