@@ -123,6 +123,9 @@ class TrainConfig:
     # Speed and memory (measured with `smallgan bench`; see the README's table before changing them)
     channels_last: bool = True        # NHWC memory format for G, D and real batches (1.05-1.3x on CPU)
     compile: bool = False             # torch.compile G and D (eager fallback when no compiler is available)
+    # torch.compile backend: "inductor" generates kernels; "aot_eager"/"eager" trace the same graphs without
+    # generating code (the compile test checks graph breaks and recompiles with them, cheaply, on the CPU)
+    compile_backend: str = "inductor"
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
 
 
