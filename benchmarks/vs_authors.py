@@ -183,8 +183,9 @@ def main() -> None:
                 row = _run_side(side, r, args)
                 if row is not None:
                     results.setdefault((side, r), []).append(row)
-    print(f"\nBigGAN, ch {args.ch}, batch {args.batch}, d_steps {args.d_steps}, fp32, EMA + ortho reg on both sides; "
-          f"median of {args.repeats} alternating runs x {args.iters} iterations; load average {load_before} -> {_load()}")
+    print(f"\nBigGAN, ch {args.ch}, batch {args.batch}, d_steps {args.d_steps}, fp32, EMA + ortho reg on both "
+          f"sides; median of {args.repeats} alternating runs x {args.iters} iterations; "
+          f"load average {load_before} -> {_load()}")
     print(f"{'res':>4}{'side':>8}{'s/iter':>10}{'img/s':>9}{'peak MB':>10}{'growth MB':>11}{'G+D params':>12}  device")
     for r in args.resolution:
         img_s = {}

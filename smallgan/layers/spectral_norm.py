@@ -10,10 +10,10 @@ state dict, broadcast by DDP and carried by deepcopy (the EMA generator).
 
 Layout (the state-dict keys of checkpoints, of the converter and of ``torch.nn.utils.parametrize``): the raw
 weight at ``<layer>.parametrizations.weight.original``, the vectors at ``...parametrizations.weight.0.u/v``.
-Why not ``parametrize.register_parametrization`` itself: it gives every layer its own ``Parametrized*`` class,
-so torch.compile met as many module types as layers, hit its recompile limit and fell back to eager. Here every
-normalised conv is one class (:class:`SNConv2d`), every linear another, and so on; the power iterations of all
-weights of a network run together, batched by shape (:func:`power_iteration_`).
+Why not ``parametrize.register_parametrization`` itself: it makes a new ``Parametrized*`` class for every
+layer (a network has as many module types as layers, each one more thing for torch.compile to trace and guard,
+and none picklable). Here every normalised conv is one class (:class:`SNConv2d`), every linear another, and
+so on; the power iterations of all weights of a network run together, batched by shape (:func:`power_iteration_`).
 """
 
 from __future__ import annotations
@@ -196,7 +196,8 @@ def spectral_norm(module: nn.Module, eps: float = 1e-6) -> nn.Module:
     becomes its SN type, the raw weight lives at ``parametrizations.weight.original``."""
     sn_type = _SN_TYPES.get(type(module))
     if sn_type is None:
-        raise TypeError(f"spectral_norm supports {', '.join(t.__name__ for t in _SN_TYPES)}, not {type(module).__name__}")
+        supported = ", ".join(t.__name__ for t in _SN_TYPES)
+        raise TypeError(f"spectral_norm supports {supported}, not {type(module).__name__}")
     weight = module.weight
     del module.weight   # the parameter moves to parametrizations.weight.original
     holder = SpectralWeight(weight, SpectralNorm(weight, eps))
