@@ -1,14 +1,16 @@
 """Spectral norm that compiles, and a training step that compiles whole (issue 27).
 
-* The spectral-norm layers (one class per base layer, power iterations batched by shape) compute what the
-  ``torch.nn.utils.parametrize`` layout with per-layer power iterations computed, to float rounding, with the
-  same state-dict keys.
+* The spectral-norm layers (one class per base layer) compute what the ``torch.nn.utils.parametrize`` layout
+  computed, with the same state-dict keys: bit for bit with per-layer power iterations (the CPU's), to float
+  rounding with the batched ones (other devices').
 * ``train.compile=true`` traces G and D with no graph break and no recompile after the first iteration, for
   every registered architecture. Dynamo's counters decide; the "eager" backend traces exactly what inductor
   would be given without generating code, so the test is cheap on a CPU.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import pytest
 import torch
@@ -20,6 +22,8 @@ import smallgan.layers.spectral_norm as sn_module
 import smallgan.models.fastgan as fastgan_model
 from smallgan.bench import SyntheticImages, bench_config
 from smallgan.layers.spectral_norm import SpectralNorm, _spectral_norms, power_iteration_
+
+batched_power_iteration = partial(power_iteration_, batched=True)   # the GPU's path, here on the CPU
 from smallgan.registry import build_discriminator, build_generator, list_architectures
 from test_architectures import tiny
 
@@ -47,6 +51,14 @@ def _build(arch: str, monkeypatch, old: bool) -> tuple[torch.nn.Module, torch.nn
         torch.manual_seed(0)
         cfg = tiny(arch)
         return build_generator(cfg), build_discriminator(cfg)
+
+
+def _once_per_step(*nets: torch.nn.Module) -> None:
+    """As the training loop has it: no power iteration inside forward, one per step."""
+    for net in nets:
+        for mod in net.modules():
+            if isinstance(mod, SpectralNorm):
+                mod.iterate_in_forward = False
 
 
 def _steps(G, D, iterate, n_classes: int, z_dim: int, steps: int = 3) -> dict[str, list[torch.Tensor]]:
@@ -79,14 +91,9 @@ def test_spectral_norm_matches_the_parametrize_implementation(arch, monkeypatch)
             torch.testing.assert_close(new.state_dict()[k], v, rtol=0, atol=0)
         sn_types = {type(m) for m in new.modules() if parametrize.is_parametrized(m)}
         assert sn_types and len(sn_types) <= 4                           # one class per base layer type
-        for mod in new.modules():
-            if isinstance(mod, SpectralNorm):
-                mod.iterate_in_forward = False
-    for mod in list(G0.modules()) + list(D0.modules()):
-        if isinstance(mod, SpectralNorm):
-            mod.iterate_in_forward = False
+    _once_per_step(G, D, G0, D0)
     cfg = tiny(arch)
-    new = _steps(G, D, power_iteration_, cfg.n_classes, cfg.z_dim)
+    new = _steps(G, D, batched_power_iteration, cfg.n_classes, cfg.z_dim)
     old = _steps(G0, D0, _per_layer_power_iteration, cfg.n_classes, cfg.z_dim)
     # To 1e-6 of each group's largest magnitude (the batched products sum in another order than the per-layer
     # ones): a conv bias before a BatchNorm has a true gradient of zero, so its gradient is float noise, a few
@@ -98,7 +105,18 @@ def test_spectral_norm_matches_the_parametrize_implementation(arch, monkeypatch)
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6 * scale)
 
 
-def test_batched_power_iteration_leaves_frozen_weights_alone():
+def test_on_the_cpu_the_new_layers_compute_bit_for_bit_what_parametrize_did(monkeypatch):
+    (G, D), (G0, D0) = _build("biggan", monkeypatch, old=False), _build("biggan", monkeypatch, old=True)
+    _once_per_step(G, D, G0, D0)
+    cfg = tiny("biggan")
+    new = _steps(G, D, power_iteration_, cfg.n_classes, cfg.z_dim)   # per layer on the CPU
+    old = _steps(G0, D0, _per_layer_power_iteration, cfg.n_classes, cfg.z_dim)
+    for key in new:
+        assert all(torch.equal(a, b) for a, b in zip(new[key], old[key], strict=True)), key
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_power_iteration_leaves_frozen_weights_alone(batched):
     torch.manual_seed(0)
     G = build_generator(tiny("biggan"))
     sns = _spectral_norms(G)
@@ -108,7 +126,7 @@ def test_batched_power_iteration_leaves_frozen_weights_alone():
         for _, w in sns:
             w.mul_(torch.rand_like(w))   # no longer the weights the vectors were iterated on
     before = [(sn.u.clone(), sn.v.clone()) for sn in (frozen[0], trained[0])]
-    power_iteration_(G)
+    power_iteration_(G, batched=batched)
     assert torch.equal(frozen[0].u, before[0][0]) and torch.equal(frozen[0].v, before[0][1])
     assert not torch.equal(trained[0].u, before[1][0])
 
