@@ -133,6 +133,9 @@ class TrainConfig:
     # Speed and memory (measured with `smallgan bench`; see the README's table before changing them)
     channels_last: bool = True        # NHWC memory format for G, D and real batches (1.05-1.3x on CPU)
     compile: bool = False             # torch.compile G and D (eager fallback when no compiler is available)
+    # torch.compile backend: "inductor" generates kernels; "aot_eager"/"eager" trace the same graphs without
+    # generating code (the compile test checks graph breaks and recompiles with them, cheaply, on the CPU)
+    compile_backend: str = "inductor"   # one of COMPILE_BACKENDS
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time
 
     def augment_start(self) -> float:
@@ -325,6 +328,7 @@ FLIPS = ("true", "false", "dataset")
 FINETUNE = ("all", "g_norm")                  # what of G trains (smallgan/training/transfer.py)
 ON_DIVERGE = ("rollback", "stop")
 LOG_WITH = ("auto", "none", "", "tensorboard", "wandb")   # "" = none (configs saved before auto existed)
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")   # torch.compile backends train.compile may use
 
 
 def validate(cfg: Config) -> None:
@@ -339,7 +343,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.n_classes must be >= 0 (0 = from the dataset, 1 = unconditional)")
     choices = (("train.precision", t.precision, PRECISIONS), ("data.flip", cfg.data.flip, FLIPS),
                ("train.loss", t.loss, D_LOSSES), ("train.finetune", t.finetune, FINETUNE),
-               ("train.on_diverge", t.on_diverge, ON_DIVERGE), ("train.log_with", t.log_with, LOG_WITH))
+               ("train.on_diverge", t.on_diverge, ON_DIVERGE), ("train.log_with", t.log_with, LOG_WITH),
+               ("train.compile_backend", t.compile_backend, COMPILE_BACKENDS))
     for key, value, allowed in choices:
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")

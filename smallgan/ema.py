@@ -67,8 +67,8 @@ class EMA:
         else:
             # lerp(shadow, p, 1 - decay) == decay * shadow + (1 - decay) * p, fused over all tensors.
             torch._foreach_lerp_(shadow_params, params, 1.0 - decay)
-        for b_shadow, b in zip(self.shadow.buffers(), model.buffers()):
-            b_shadow.copy_(b)
+        # Buffers (BatchNorm statistics, spectral-norm vectors) are copied, not averaged: one foreach call.
+        torch._foreach_copy_(list(self.shadow.buffers()), list(model.buffers()))
 
     def state_dict(self) -> dict:
         return self.shadow.state_dict()

@@ -18,3 +18,24 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SMALLGAN_CACHE", str(cache / "smallgan"))
     monkeypatch.setenv("TORCH_HOME", str(cache / "torch"))
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _sync_debug(monkeypatch):
+    """SMALLGAN_SYNC_DEBUG=warn|error (set by benchmarks/gpu_proof.py): every training iteration runs under
+    torch.cuda.set_sync_debug_mode, so one that waits for the GPU warns or fails its test. Logging, checkpoints
+    and the tests' own checks read the device outside the iteration, as they must."""
+    mode = os.environ.get("SMALLGAN_SYNC_DEBUG")
+    if mode and torch.cuda.is_available():
+        from smallgan.training.loop import Trainer
+
+        plain = Trainer.train_iteration
+
+        def checked(self):
+            torch.cuda.set_sync_debug_mode(mode)
+            try:
+                return plain(self)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+
+        monkeypatch.setattr(Trainer, "train_iteration", checked)

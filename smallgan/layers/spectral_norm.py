@@ -1,4 +1,4 @@
-"""Spectral normalisation (Miyato et al. 2018) as a ``torch.nn.utils.parametrize`` parametrization.
+"""Spectral normalisation (Miyato et al. 2018): ``W -> W / sigma(W)``, one layer type per base layer.
 
 Why our own rather than ``torch.nn.utils.parametrizations.spectral_norm``: the built-in runs its power
 iteration with ``torch.mv``, which autocast downcasts to fp16 on CUDA; a sigma estimated in fp16 drifts and
@@ -7,16 +7,25 @@ can overflow. Here the power iteration and sigma always run in float32 with auto
 Behaviour (as in the BigGAN authors' code): W is viewed as (out, -1); one power iteration per forward in
 training mode, none in eval mode (the stored u, v are used); u and v are buffers, so they are saved in the
 state dict, broadcast by DDP and carried by deepcopy (the EMA generator).
+
+Layout (the state-dict keys of checkpoints, of the converter and of ``torch.nn.utils.parametrize``): the raw
+weight at ``<layer>.parametrizations.weight.original``, the vectors at ``...parametrizations.weight.0.u/v``.
+Why not ``parametrize.register_parametrization`` itself: it makes a new ``Parametrized*`` class for every
+layer (a network has as many module types as layers, each one more thing for torch.compile to trace and guard,
+and none picklable). Here every normalised conv is one class (:class:`SNConv2d`), every linear another, and
+so on; on a GPU the power iterations of all weights of a network run together, batched by shape
+(:func:`power_iteration_`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize   # is_parametrized: recognises our layout too
 
 
 def float32_region(device: torch.device) -> contextlib.AbstractContextManager:
@@ -74,6 +83,49 @@ class SpectralNorm(nn.Module):
             return (w / self.sigma(w)).to(weight.dtype)
 
 
+class SpectralWeight(nn.ModuleList):
+    """``<layer>.parametrizations.weight``: the raw weight (``original``) and, at index 0, its :class:`SpectralNorm`.
+
+    The layout of ``parametrize``'s ParametrizationList, so the state-dict keys are those of every checkpoint."""
+
+    def __init__(self, original: Tensor, norm: SpectralNorm) -> None:
+        super().__init__([norm])
+        self.original = nn.Parameter(original.detach(), requires_grad=original.requires_grad)
+
+    def forward(self) -> Tensor:
+        return self[0](self.original)
+
+
+class _NormalisedWeight:
+    """Mixin: ``weight`` is the normalised raw weight, computed at each access (as a parametrization's is)."""
+
+    parametrizations: nn.ModuleDict
+
+    @property
+    def weight(self) -> Tensor:
+        return self.parametrizations.weight()
+
+
+class SNConv2d(_NormalisedWeight, nn.Conv2d):
+    pass
+
+
+class SNConvTranspose2d(_NormalisedWeight, nn.ConvTranspose2d):
+    pass
+
+
+class SNLinear(_NormalisedWeight, nn.Linear):
+    pass
+
+
+class SNEmbedding(_NormalisedWeight, nn.Embedding):
+    pass
+
+
+_SN_TYPES: dict[type, type] = {nn.Conv2d: SNConv2d, nn.ConvTranspose2d: SNConvTranspose2d, nn.Linear: SNLinear,
+                               nn.Embedding: SNEmbedding}
+
+
 def _spectral_norms(module: nn.Module) -> list[tuple[SpectralNorm, Tensor]]:
     found = []
     for mod in module.modules():
@@ -90,14 +142,39 @@ def iterate_once_per_step(module: nn.Module) -> None:
 
 
 @torch.no_grad()
-def power_iteration_(module: nn.Module) -> None:
+def _iterate_together(group: list[tuple[SpectralNorm, Tensor]]) -> None:
+    """One power iteration of same-shape weights as one batched matmul pair (float32, no autocast); the same
+    sums as a layer's own ``_power_iteration``, to float rounding."""
+    sns = [sn for sn, _ in group]
+    mats = torch.stack([w.detach().float().flatten(1) for _, w in group])   # (N, out, in)
+    eps = sns[0].eps
+    u = torch.stack([sn.u for sn in sns])
+    v = F.normalize(torch.bmm(u.unsqueeze(1), mats).squeeze(1), dim=1, eps=eps)   # W^T u, row-wise
+    u = F.normalize(torch.bmm(mats, v.unsqueeze(2)).squeeze(2), dim=1, eps=eps)
+    torch._foreach_copy_([sn.v for sn in sns], list(v.unbind(0)))
+    torch._foreach_copy_([sn.u for sn in sns], list(u.unbind(0)))
+
+
+@torch.no_grad()
+def power_iteration_(module: nn.Module, batched: bool | None = None) -> None:
     """One power iteration for every spectrally normalised weight of `module` that trains (float32, no
-    autocast). A frozen weight (fine-tuning) keeps its estimate too: the layer computes exactly what it did."""
+    autocast). A frozen weight (fine-tuning) keeps its estimate too: the layer computes exactly what it did.
+
+    `batched` (default: on every device but the CPU): weights of one shape together, two batched products per
+    shape instead of two per layer, for devices where a step is bound by kernel launches. On the CPU the
+    per-layer products are faster (the batched form first copies the weights into one stack) and give the
+    same numbers to float rounding."""
+    groups: dict[tuple, list[tuple[SpectralNorm, Tensor]]] = defaultdict(list)
     for sn, weight in _spectral_norms(module):
-        if not weight.requires_grad:
-            continue
-        with float32_region(weight.device):
-            sn._power_iteration(weight.detach().float().flatten(1), 1)
+        if weight.requires_grad:
+            groups[(weight.device, weight.shape[0], weight[0].numel(), sn.eps)].append((sn, weight))
+    for (device, *_), group in groups.items():
+        with float32_region(device):
+            if batched if batched is not None else device.type != "cpu":
+                _iterate_together(group)
+            else:
+                for sn, weight in group:
+                    sn._power_iteration(weight.detach().float().flatten(1), 1)
 
 
 @torch.no_grad()
@@ -123,9 +200,20 @@ def converge_power_iteration_(module: nn.Module, tol: float = 1e-6, max_iteratio
                 previous = sigma
 
 
-def spectral_norm(module: nn.Module, eps: float = 1e-6, name: str = "weight") -> nn.Module:
-    """Spectrally normalise ``module.<name>`` in place; the raw weight lives at ``parametrizations.<name>.original``."""
-    parametrize.register_parametrization(module, name, SpectralNorm(getattr(module, name), eps))
+def spectral_norm(module: nn.Module, eps: float = 1e-6) -> nn.Module:
+    """Spectrally normalise ``module.weight`` in place (a conv, transposed conv, linear or embedding): the module
+    becomes its SN type, the raw weight lives at ``parametrizations.weight.original``."""
+    sn_type = _SN_TYPES.get(type(module))
+    if sn_type is None:
+        supported = ", ".join(t.__name__ for t in _SN_TYPES)
+        raise TypeError(f"spectral_norm supports {supported}, not {type(module).__name__}")
+    weight = module.weight
+    del module.weight   # the parameter moves to parametrizations.weight.original
+    holder = SpectralWeight(weight, SpectralNorm(weight, eps))
+    with torch.no_grad():
+        holder()   # one training-mode forward, as parametrize's registration did: seeded models keep their numbers
+    module.parametrizations = nn.ModuleDict({"weight": holder})
+    module.__class__ = sn_type
     return module
 
 

@@ -201,6 +201,13 @@ class Discriminator(nn.Module):
                                 ("small", d_width(cfg, LAST, 0.5))):
                 self.decoders[name] = Decoder(in_ch, widths, **eps)
 
+    def compile(self, *args, **kwargs) -> None:
+        """torch.compile the branches and decoders, not forward: forward draws the decoded quadrant as a Python
+        int (a graph break in a compiled forward, and a recompile per quadrant)."""
+        self.branches = torch.compile(self.branches, *args, **kwargs)
+        for decoder in self.decoders.values():
+            decoder.compile(*args, **kwargs)
+
     @property
     def reconstructs(self) -> bool:
         """Whether the decoders exist (model.decoder; the registry declares it to the loop as a capability)."""
@@ -229,7 +236,8 @@ class Discriminator(nn.Module):
         whole = resize(x, s)
         return [
             (self.decoders["big"](maps[LAST]), whole),
-            (self.decoders["part"](quadrant(maps[2 * LAST], part)), resize(quadrant(x, part), s)),
+            # clone(): a dense copy at offset 0, so a compiled decoder sees the same strides for every quadrant
+            (self.decoders["part"](quadrant(maps[2 * LAST], part).clone()), resize(quadrant(x, part), s)),
             (self.decoders["small"](small), whole),
         ]
 

@@ -52,10 +52,11 @@ def apply_speed_options(G: nn.Module, D: nn.Module, train_cfg, device: torch.dev
         if n == 0:
             note("train.activation_checkpointing: this architecture exposes no blocks; ignored")
     if train_cfg.compile:
-        reason = compiler_unavailable(device)
+        backend = train_cfg.compile_backend
+        reason = compiler_unavailable(device) if backend == "inductor" else None   # the others generate no code
         if reason:
             note(f"train.compile: {reason}; training without compilation")
         else:
             # Module.compile() compiles in place: state_dict keys stay free of `_orig_mod.` prefixes.
-            G.compile()
-            D.compile()
+            G.compile(backend=backend)
+            D.compile(backend=backend)
