@@ -72,7 +72,7 @@ class TrainConfig:
     ema_rampup: float = 0.0           # half-life at most ema_rampup x the images so far (EDM: 0.05); 0 = off
     ema_start_kimg: float = 2560.0    # the EMA copies G until then (the authors: iteration 20k); 0 = from the start
     diffaug: str = ""                 # DiffAugment policy, e.g. "color,translation,cutout"; "" = off
-    # Fine-tuning (README "Start from a pretrained BigGAN"). init: a run or checkpoint folder whose G, D and EMA
+    # Fine-tuning (docs/fine-tuning.md). init: a run or checkpoint folder whose G, D and EMA
     # weights a new run starts from (fresh optimisers, step 0; ignored when resuming); every model setting but
     # n_classes must match. New class i starts from pretrained class init_classes[i]; [] = the mean of the
     # pretrained class embeddings plus small noise. freeze_d: D's first K blocks stay as loaded (FreezeD, Mo et
@@ -82,7 +82,7 @@ class TrainConfig:
     init_classes: list[int] = field(default_factory=list)
     freeze_d: int = 0
     finetune: str = "all"
-    # Few-shot regularisers (README "Few-shot regularisers"). Each op of `diffaug` is applied to an image with
+    # Few-shot regularisers (docs/fewshot-regularisers.md). Each op of `diffaug` is applied to an image with
     # probability p: augment_p (lightweight-gan's --aug-prob), or, with ada_target > 0, p starts there and adapts
     # (StyleGAN2-ADA sec. 3): every ada_interval iterations it moves up when r_t = E[sign(D(real))] is above
     # ada_target (D is sure of the training images: it memorises them), down otherwise, by at most 1 per ada_kimg.
@@ -120,7 +120,7 @@ class TrainConfig:
     lpips_weights: str = ""
     # Accelerate tracker for scalars and image grids: auto (TensorBoard when installed) | none | tensorboard | wandb
     log_with: str = "auto"
-    # Speed and memory (measured with `smallgan bench`; see the README's table before changing them)
+    # Speed and memory (measured with `smallgan bench`; see docs/speed.md before changing them)
     channels_last: bool = True        # NHWC memory format for G, D and real batches (1.05-1.3x on CPU)
     compile: bool = False             # torch.compile G and D (eager fallback when no compiler is available)
     activation_checkpointing: bool = False  # recompute block activations in backward: less memory, more time

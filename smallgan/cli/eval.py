@@ -44,7 +44,7 @@ def eval_command(
 ) -> None:
     """Quality metrics with the standard TF-ported Inception-v3 (torch-fidelity), comparable to published tables.
 
-    `--metrics memorization` finds each sample's nearest training images (README "Few-shot regularisers"); without
+    `--metrics memorization` finds each sample's nearest training images (docs/fewshot-regularisers.md); without
     the Inception weights it falls back to pixel distances (`--extractor pixels`) with a note.
     Multi-GPU: `accelerate launch -m smallgan eval --run DIR` splits generation and features across processes.
     """

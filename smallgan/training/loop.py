@@ -135,7 +135,7 @@ class Trainer:
             needed = ckpt.estimated_checkpoint_bytes(trained=[G, D], frozen=[self.ema.shadow]) * (t.keep_ckpts + 1)
             ckpt.check_writable(self.run_dir, needed)
 
-        # Few-shot regularisers (README "Few-shot regularisers"): r_t always, adaptive p and LeCam when asked.
+        # Few-shot regularisers (docs/fewshot-regularisers.md): r_t always, adaptive p and LeCam when asked.
         self.ada = AdaptiveAugment(self.augment, t, self.images_per_step, acc)
         self.lecam = LeCam(t.lecam, t.lecam_decay, acc) if t.lecam > 0 else None
         self.restore_fewshot(self._resumed_state or {})
