@@ -39,7 +39,9 @@ __all__ = [
 
 @dataclass
 class DataConfig:
-    path: str = "builtin:shapes"      # prepared dataset folder, an image folder (prepared on the fly), or builtin:NAME
+    # A prepared dataset folder, an image folder (prepared on the fly), hf:NAME or builtin:NAME. No default: a run
+    # never trains on data nobody named (the recipes for your images name ./faces-prepared, tiny-cpu the shapes).
+    path: str = ""
     # Random horizontal flips of the real images: "true" | "false" | "dataset" (what `smallgan prepare --flip`
     # recorded; off when it recorded nothing). Off unless asked, as StyleGAN2-ADA's --mirror: on digits, text
     # or logos a flipped image is another (or no) class, and G learns the mirrored ones too.
