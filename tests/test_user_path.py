@@ -125,3 +125,30 @@ def test_init_without_a_recipe_takes_the_model_from_its_source(tmp_path):
     with_set = plan_training(None, [f"train.init={source}", "model.ch=16", f"train.out_dir={tmp_path}"], {}, "auto",
                              False)
     assert with_set.cfg.model.ch == 16    # an explicit difference stays, and load_pretrained refuses it by name
+
+
+def test_everyday_flags_map_onto_the_config_and_are_grouped_in_help(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from smallgan.cli import app
+
+    result = CliRunner().invoke(app, [
+        "train", "--recipe", "tiny-cpu", "--dry-run", "--out-dir", str(tmp_path), "--seed", "3", "--batch", "8",
+        "--micro-batch", "4", "--log-every", "2", "--sample-every", "7", "--ckpt-every", "9", "--eval-every", "0",
+        "--set", "train.seed=5"])      # the flag wins over a --set of the same key
+    assert result.exit_code == 0, result.output
+    train = json.loads(result.output[result.output.index("{"):])["train"]
+    assert (train["out_dir"], train["seed"], train["batch"], train["micro_batch"], train["log_every"],
+            train["sample_every"], train["ckpt_every"], train["eval_every"]) == (str(tmp_path), 3, 8, 4, 2, 7, 9, 0)
+    help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    panels = ["Data and run folder", "Length, batch and precision", "Progress grids, checkpoints and evaluation",
+              "Everything else"]
+    positions = [help_text.index(panel) for panel in panels]
+    assert positions == sorted(positions)
+    assert help_text.index("--micro-batch") < help_text.index("--sample-every") < help_text.index("--set")
+    for command in ("sample", "eval"):   # the run first, as push and timelapse take it; --run stays
+        with pytest.raises(SmallganError, match="name two runs"):
+            result = CliRunner().invoke(app, [command, "runs/a", "--run", "runs/b"])
+            raise result.exception

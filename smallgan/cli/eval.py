@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from smallgan.cli.app import app
+from smallgan.cli.common import one_run
 from smallgan.errors import SmallganError
 
 
@@ -48,7 +49,7 @@ def eval_command(
 
     `--metrics memorization` finds each sample's nearest training images (docs/fewshot-regularisers.md); without
     the Inception weights it falls back to pixel distances (`--extractor pixels`) with a note.
-    Multi-GPU: `accelerate launch -m smallgan eval --run DIR` splits generation and features across processes.
+    Multi-GPU: `accelerate launch -m smallgan eval RUN` splits generation and features across processes.
     """
     from smallgan.metrics.names import parse_metrics
 
