@@ -92,15 +92,21 @@ def push_run(run: str | Path, repo: str, *, license: str = "", private: bool = F
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content if isinstance(content, Path)
                                          else io.BytesIO(content)) for name, content in files.items()]
         api.create_commit(repo, operations, commit_message=message or f"smallgan push of {run.name} (step {G.step})")
-    except Exception as e:  # noqa: BLE001 - network, authentication and permission errors are the user's to fix
-        from huggingface_hub.errors import HfHubHTTPError
-
-        if isinstance(e, (HfHubHTTPError, OSError)) or type(e).__module__.startswith(("httpx", "huggingface_hub")):
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise SmallganError(f"could not push {run} to {repo} ({type(e).__name__}: {first}); check the network "
-                                "and `huggingface-cli login` (or HF_TOKEN)") from None
-        raise
+    except Exception as e:  # noqa: BLE001 - filtered: network, authentication and permission errors only
+        if not _hub_or_network_error(e):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise SmallganError(f"could not push {run} to {repo} ({type(e).__name__}: {first}); check the network and "
+                            "`huggingface-cli login` (or HF_TOKEN)") from None
     return str(url)
+
+
+def _hub_or_network_error(e: BaseException) -> bool:
+    """An error the user fixes (HTTP status, authentication, connection), raised by the Hub client or its HTTP
+    library (httpx, or its successor: named by module so that either is recognised)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return isinstance(e, (HfHubHTTPError, OSError)) or type(e).__module__.split(".")[0].startswith("httpx")
 
 
 def _weights_only_state(checkpoint: Path) -> bytes:

@@ -57,8 +57,8 @@ def model_card(run: Path, G: TrainedGenerator, repo: str, *, license: str, files
     rows = [f"| {r.get('step', '?')} | " + " | ".join(f"{r[k]:.4g}" if isinstance(r.get(k), (int, float)) else "-"
                                                    for k in ("kid", "fid", "is")) + " |" for r in evaluations]
     best = json.loads((run / "best" / "best.json").read_text()) if (run / "best" / "best.json").is_file() else None
-    header = ["---", f"license: {license or 'other'}", "library_name: smallgan", "pipeline_tag: "
-              "unconditional-image-generation" if G.n_classes <= 1 else "pipeline_tag: image-generation",
+    task = "unconditional-image-generation" if G.n_classes <= 1 else "image-generation"   # the Hub's task names
+    header = ["---", f"license: {license or 'other'}", "library_name: smallgan", f"pipeline_tag: {task}",
               "tags:", "- gan", f"- {cfg.model.arch}", "- smallgan", "---", ""]
     lines = [
         f"# {repo.split('/')[-1]}", "",

@@ -206,3 +206,16 @@ def test_a_snapshot_in_the_hub_cache_layout_loads_offline(trained_run, tmp_path,
     (cache / "models--bob--shapes" / "refs" / "main").write_text(commit)
     G = load_generator("hf:bob/shapes", device="cpu")
     assert G.path == snapshot / "generator.safetensors" and G.step == 2
+
+
+def test_a_push_without_network_is_one_line_and_names_the_fix(hub, trained_run):
+    from smallgan.hub import push_run
+
+    hub.online = False
+    with pytest.raises(SmallganError) as err:
+        push_run(trained_run, "alice/shapes-gan")
+    message = str(err.value)
+    assert message.startswith(f"could not push {trained_run} to alice/shapes-gan (") and "\n" not in message
+    assert "huggingface-cli login" in message and hub.repos == {}
+    with pytest.raises(SmallganError, match="holds no generator.safetensors"):
+        push_run(trained_run / "checkpoints", "alice/shapes-gan")
