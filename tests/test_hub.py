@@ -209,7 +209,7 @@ def test_a_snapshot_in_the_hub_cache_layout_loads_offline(trained_run, tmp_path,
 
 
 def test_a_push_without_network_is_one_line_and_names_the_fix(hub, trained_run):
-    from smallgan.hub import push_run
+    from smallgan.sharing import push_run
 
     hub.online = False
     with pytest.raises(SmallganError) as err:

@@ -25,7 +25,7 @@ def push_command(
 ) -> None:
     """Upload a run's generator (safetensors and config), a model card and a sample grid to the Hugging Face Hub;
     `hf:USER/NAME` then works wherever a run does (sample, eval, --init, load_generator)."""
-    from smallgan.hub import push_run
+    from smallgan.sharing import push_run
 
     url = push_run(run, repo, license=license, private=private, token=token, with_checkpoint=not generator_only,
                    message=message)
