@@ -1,4 +1,4 @@
-"""GPU figures for the README in one run: device identity, training-step speed at the paper's width, time per
+"""GPU figures for docs/speed.md in one run: device identity, training-step speed at the paper's width, time per
 1k steps of every shipped recipe, a short real training run and the GPU-side tests.
 
     python benchmarks/bench_gpu.py --out results.jsonl --log log.txt --budget-s 480

@@ -1,4 +1,4 @@
-"""What TensorBoard by default costs a run (README "Watching a run"): the time to open the tracker (the first
+"""What TensorBoard by default costs a run (docs/watching.md): the time to open the tracker (the first
 time in a process, then again), to log one interval's scalars and one 64-image 32 px grid, through the same
 Accelerate tracker and functions the training loop uses.
 

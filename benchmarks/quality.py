@@ -276,7 +276,7 @@ def train_and_score(cfg: Config, ref: Reference, *, minutes: float, steps: int, 
             spent += time.perf_counter() - t0
             r_t, iterations = r_t + losses["r_t"], iterations + 1
         G = TrainedGenerator(trainer.sampling_generator(), trainer.cfg, trainer.class_names)
-        # r_t: D's overfitting gauge over the segment; p: the augmentation probability now (README "Few-shot").
+        # r_t: D's overfitting gauge over the segment; p: the augmentation probability now (docs/fewshot-regularisers.md).
         row = {"step": trainer.counters.step, "kimg": round(trainer.counters.step * t.batch * t.d_steps / 1000, 1),
                "train_seconds": round(spent, 1), "r_t": round(float(r_t) / max(iterations, 1), 3),
                "augment_p": round(trainer.ada.p.item(), 3), **score(G, ref, per_class)}

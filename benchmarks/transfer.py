@@ -6,7 +6,7 @@ trained on every image of the digits 0-4 (the "pretrained" run); then the digits
 from `--images` of their images with the finetune32 recipe, from scratch and from the pretrained run ("init":
 with FreezeD as the recipe has it; "init+g_norm": also train.finetune=g_norm), for the same steps and seed.
 Every variant is scored by benchmarks/quality.py against all real images of 5-9: class accuracy and feature
-distance. The README's figures ("Start from a pretrained BigGAN"):
+distance. The figures of docs/fine-tuning.md:
 
     python benchmarks/transfer.py --pretrain-steps 1200 --steps 600 --images 100 \
         --json benchmarks/results/transfer-digits-600steps.json

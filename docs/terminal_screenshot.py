@@ -1,4 +1,4 @@
-"""Make docs/watching-a-run.svg, the README's "Watching a run" picture: a real short `tiny-cpu` run on the
+"""Make docs/watching-a-run.svg, the picture of docs/watching.md: a real short `tiny-cpu` run on the
 built-in shapes, its terminal output recorded by rich (the console the training loop prints to) and saved as
 SVG. Run from the repository root: `python docs/terminal_screenshot.py` (about a minute on a laptop CPU)."""
 

@@ -39,7 +39,9 @@ __all__ = [
 
 @dataclass
 class DataConfig:
-    path: str = "builtin:shapes"      # prepared dataset folder, an image folder (prepared on the fly), or builtin:NAME
+    # A prepared dataset folder, an image folder (prepared on the fly), hf:NAME or builtin:NAME. No default: a run
+    # never trains on data nobody named (the recipes for your images name ./faces-prepared, tiny-cpu the shapes).
+    path: str = ""
     # Random horizontal flips of the real images: "true" | "false" | "dataset" (what `smallgan prepare --flip`
     # recorded; off when it recorded nothing). Off unless asked, as StyleGAN2-ADA's --mirror: on digits, text
     # or logos a flipped image is another (or no) class, and G learns the mirrored ones too.
@@ -73,7 +75,7 @@ class TrainConfig:
     ema_rampup: float = 0.0           # half-life at most ema_rampup x the images so far (EDM: 0.05); 0 = off
     ema_start_kimg: float = 2560.0    # the EMA copies G until then (the authors: iteration 20k); 0 = from the start
     diffaug: str = ""                 # DiffAugment policy, e.g. "color,translation,cutout"; "" = off
-    # Fine-tuning (README "Start from a pretrained BigGAN"). init: a run or checkpoint folder whose G, D and EMA
+    # Fine-tuning (docs/fine-tuning.md). init: a run or checkpoint folder whose G, D and EMA
     # weights a new run starts from (fresh optimisers, step 0; ignored when resuming); every model setting but
     # n_classes must match. New class i starts from pretrained class init_classes[i]; [] = the mean of the
     # pretrained class embeddings plus small noise. freeze_d: D's first K blocks stay as loaded (FreezeD, Mo et
@@ -130,7 +132,7 @@ class TrainConfig:
     lpips_weights: str = ""
     # Accelerate tracker for scalars and image grids: auto (TensorBoard when installed) | none | tensorboard | wandb
     log_with: str = "auto"
-    # Speed and memory (measured with `smallgan bench`; see the README's table before changing them)
+    # Speed and memory (measured with `smallgan bench`; see docs/speed.md before changing them)
     channels_last: bool = True        # NHWC memory format for G, D and real batches (1.05-1.3x on CPU)
     compile: bool = False             # torch.compile G and D (eager fallback when no compiler is available)
     # torch.compile backend: "inductor" generates kernels; "aot_eager"/"eager" trace the same graphs without

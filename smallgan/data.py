@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -25,6 +26,40 @@ from smallgan.errors import SmallganError
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE = "~/.cache/smallgan"  # overridden by the SMALLGAN_CACHE environment variable
+PREPARED_SUFFIX = "-prepared"        # `smallgan prepare ./faces` writes ./faces-prepared (the recipes' data.path)
+URI_PREFIXES = ("builtin:", "hf:", "imagefolder:")
+
+
+def check_data_path(path: str, resolution: int) -> None:
+    """Refuse, in one line and before a run writes anything, a data.path that names nothing on this machine."""
+    if not path:
+        raise SmallganError("no dataset: pass --data DIR (a folder `smallgan prepare` wrote, an image folder, "
+                            "hf:NAME or builtin:shapes), or a recipe that names one")
+    if path.startswith(URI_PREFIXES) or Path(path).expanduser().exists():
+        return
+    where = Path(path).expanduser().absolute()
+    looked = "" if str(where) == path else f" (looked for {where})"
+    raise SmallganError(f"dataset {path} does not exist{looked}; make it with `{prepare_command(path, resolution)}`, "
+                        "or pass --data DIR")
+
+
+def prepare_command(path: str, resolution: int) -> str:
+    """The `smallgan prepare` command that writes `path` (at `resolution`)."""
+    folder = Path(path)
+    size = "" if resolution == 64 else f" --resolution {resolution}"    # 64: prepare's default
+    if not folder.name.endswith(PREPARED_SUFFIX):
+        return f"smallgan prepare ./my-images --out {path}{size}"
+    source = str(folder.with_name(folder.name[:-len(PREPARED_SUFFIX)]))
+    return f"smallgan prepare {source if folder.is_absolute() or source.startswith('.') else './' + source}{size}"
+
+
+def content_fingerprint(images: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> str:
+    """What a run was trained on, by content: the same images, labels and class names anywhere on disk give the
+    same value (a run continues on a copy of its data at a new path, and refuses other images)."""
+    digest = hashlib.sha256(json.dumps(list(class_names)).encode())
+    digest.update(labels.detach().to("cpu", torch.int64).numpy().tobytes())
+    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -73,7 +108,8 @@ def resolve_dataset(path: str, resolution: int, *, cache_dir: str | Path | None 
         key = _key(str(folder.resolve()) if is_dir else path)
         return _prepared(path, root / "hf" / f"{key}-{resolution}", resolution, console, workers=workers)
     if not is_dir:
-        raise SmallganError(f"dataset {path} does not exist; give a prepared folder, an image folder or builtin:shapes")
+        check_data_path(path, resolution)
+        raise SmallganError(f"dataset {path} is not a folder; give a prepared folder, an image folder or builtin:shapes")
     src = open_folder(folder, "auto")
     if src.total == 0:
         raise SmallganError(f"{path} contains no images (jpg, png, webp, bmp, gif, tiff); nothing to train on")

@@ -1,5 +1,5 @@
 """What `smallgan` and `python -m smallgan.train` exit with, so that a scheduler or a script can tell a finished
-run from one to continue or to look at. The README's "What happens when things go wrong" lists them."""
+run from one to continue or to look at. docs/reliability.md lists them."""
 
 from __future__ import annotations
 

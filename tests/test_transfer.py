@@ -221,3 +221,16 @@ def test_a_converted_folder_is_an_ordinary_run_and_the_cli_fine_tunes_from_it(tm
     result = cli.invoke(app, ["compare", str(run), str(tmp_path / "ft"), "--n", "2", "--out", str(tmp_path / "c.png")])
     assert result.exit_code == 0 and (tmp_path / "c.png").is_file(), result.output[-2000:]
     # `sample` and `info` on a converted folder: tests/test_convert.py.
+
+
+@pytest.mark.slow
+def test_init_of_a_converted_run_with_another_class_count_starts_without_further_flags(tmp_path, pretrained):
+    run, _ = pretrained       # 5 ImageNet-style classes; the shapes have 3
+    r = smallgan("train", "--init", str(run), "--data", "builtin:shapes", "--max-steps", "1", "--out-dir",
+                 str(tmp_path), "--log-with", "none", "--sample-every", "0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "the model of" in r.stderr and "3 class(es) from the mean of 5 pretrained" in r.stderr + r.stdout
+    assert (tmp_path / f"{run.name}-finetune" / "checkpoints" / "step-0000001").is_dir()
+    r = smallgan("train", "--init", str(run), "--data", "builtin:shapes", "--max-steps", "1", "--out-dir",
+                 str(tmp_path), "--name", "wider", "--set", "model.ch=16")
+    assert r.returncode == 2 and "model.ch=8 (this run: 16)" in r.stderr and not (tmp_path / "wider").exists()

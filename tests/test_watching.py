@@ -1,5 +1,5 @@
 """Watching and steering a run: progress images, trackers, resume by rerunning the command, discoverability,
-and the README's commands (every command and flag it shows exists)."""
+and the commands of the README and docs/ (every command and flag they show exists)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from smallgan.config import recipe_names
 from smallgan.errors import SmallganError
 from smallgan.training.stats import read_metrics
 
-README = Path(__file__).parent.parent / "README.md"
+ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]   # what users read: every command in them must exist
 TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=4", "train.micro_batch=4",
         "train.d_steps=1", "train.log_every=1", "train.sample_every=0", "sample.n=4"]
 
@@ -116,10 +118,10 @@ def test_version_recipes_and_help_point_at_the_settings():
         invoke("train", "--log-with", "tb", "--dry-run")
 
 
-def _readme_commands() -> list[list[str]]:
-    """The argument lists of every `smallgan ...` (or `-m smallgan.train ...`) command in the README's shell
+def _documented_commands(document: Path) -> list[list[str]]:
+    """The argument lists of every `smallgan ...` (or `-m smallgan.train ...`) command in a document's shell
     blocks: continuation lines joined, split at `&&`, `;` and pipes, comments dropped."""
-    text = README.read_text(encoding="utf-8")
+    text = document.read_text(encoding="utf-8")
     commands = []
     for language, block in re.findall(r"```(\w*)\n(.*?)```", text, flags=re.S):
         if language not in ("", "bash", "sh", "shell", "console"):
@@ -140,24 +142,34 @@ def _readme_commands() -> list[list[str]]:
     return commands
 
 
-def test_every_command_and_flag_the_readme_shows_exists():
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_command_and_flag_the_documents_show_exists(document):
     group = typer.main.get_command(app)
-    commands = _readme_commands()
     named = set()
-    for args in commands:
+    where = document.relative_to(ROOT).as_posix()
+    for args in _documented_commands(document):
         command, path, rest = group, [], list(args)
         while hasattr(command, "commands") and rest and rest[0] in command.commands:   # into (sub)commands
             path.append(rest[0])
             command = command.commands[rest.pop(0)]
         if hasattr(command, "commands") and rest and not rest[0].startswith("-"):
-            pytest.fail(f"README: `smallgan {' '.join(args)}`: no command {rest[0]!r}")
+            pytest.fail(f"{where}: `smallgan {' '.join(args)}`: no command {rest[0]!r}")
         named.add(tuple(path))
         known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)} | {"--help"}
         for token in rest:
             flag = token.split("=", 1)[0]
             if re.fullmatch(r"--?[A-Za-z][\w-]*", flag) and flag not in known:
-                pytest.fail(f"README: `smallgan {' '.join(args)}`: {' '.join(path) or 'smallgan'} has no {flag}")
-    assert {("train",), ("sample",), ("prepare",), ("eval",)} <= named, named   # the parser found the blocks
+                pytest.fail(f"{where}: `smallgan {' '.join(args)}`: {' '.join(path) or 'smallgan'} has no {flag}")
+    if document == README:   # the parser found the blocks: the README shows the everyday path
+        assert {("train",), ("sample",), ("prepare",), ("push",)} <= named, named
     for path in sorted(named):
         result = invoke(*path, "--help")
         assert result.exit_code == 0 and "Usage" in result.output, (path, result.output[-500:])
+
+
+def test_the_readme_is_a_newcomers_five_minutes_and_links_only_existing_docs():
+    text = README.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 250
+    for document in DOCUMENTS:
+        for target in re.findall(r"\]\(((?!https?:)[^)#\s]+)", document.read_text(encoding="utf-8")):
+            assert (document.parent / target).exists(), f"{document.name} links to a missing {target}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from smallgan.cli import bench, compare, convert, eval, info, prepare, recipes, sample, timelapse, train  # noqa: F401  (each module registers its commands on `app`)
+from smallgan.cli import bench, compare, convert, eval, info, prepare, push, recipes, sample, timelapse, train  # noqa: F401  (each module registers its commands on `app`)
 from smallgan.cli.app import app, run_app
 
 

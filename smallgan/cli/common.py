@@ -46,6 +46,13 @@ def normalize_resume_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def one_run(argument: str | None, option: str | None) -> str | None:
+    """RUN as the first argument (as `push` and `timelapse` take it) or as --run: one of them."""
+    if argument is not None and option is not None and argument != option:
+        raise SmallganError(f"RUN {argument} and --run {option} name two runs; pass one of them")
+    return argument or option
+
+
 def run_folder_of(source: Path) -> Path:
     """The run folder of --run DIR or --ckpt PATH: the nearest folder up holding metrics.jsonl or checkpoints/."""
     source = Path(source)

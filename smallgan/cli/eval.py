@@ -9,12 +9,15 @@ from typing import Any, Optional
 import typer
 
 from smallgan.cli.app import app
+from smallgan.cli.common import one_run
 from smallgan.errors import SmallganError
 
 
 @app.command("eval")
 def eval_command(
-    run: Optional[Path] = typer.Option(None, "--run", help="Run folder: evaluates its EMA generator."),
+    run_arg: Optional[str] = typer.Argument(None, metavar="RUN", help="Run folder or hf:USER/NAME: evaluates "
+                                            "its EMA generator."),
+    run: Optional[str] = typer.Option(None, "--run", help="The same as RUN."),
     ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="A generator.safetensors or a checkpoint folder."),
     real: Optional[str] = typer.Option(
         None, "--real", help="Prepared dataset or image folder (default with --run: the run's dataset)."
@@ -44,16 +47,22 @@ def eval_command(
 ) -> None:
     """Quality metrics with the standard TF-ported Inception-v3 (torch-fidelity), comparable to published tables.
 
-    `--metrics memorization` finds each sample's nearest training images (README "Few-shot regularisers"); without
+    `--metrics memorization` finds each sample's nearest training images (docs/fewshot-regularisers.md); without
     the Inception weights it falls back to pixel distances (`--extractor pixels`) with a note.
-    Multi-GPU: `accelerate launch -m smallgan eval --run DIR` splits generation and features across processes.
+    Multi-GPU: `accelerate launch -m smallgan eval RUN` splits generation and features across processes.
     """
     from smallgan.metrics.names import parse_metrics
 
     wanted = parse_metrics(metrics)
+    run = one_run(run_arg, run)
+    from smallgan.hub import is_hub, resolve_run
+
+    hub = is_hub(run)
+    if hub:   # its snapshot in the read-only hub cache: results are printed, the copy check's grid goes to ./
+        run, grid = resolve_run(run), grid or Path("memorization.png")
     source = run or ckpt
     if (source is None) == (fake is None) or (run is not None and ckpt is not None):
-        raise SmallganError("pass either --run DIR (or --ckpt FILE), or --real DIR --fake DIR")
+        raise SmallganError("pass either RUN (or --run, --ckpt FILE), or --real DIR --fake DIR")
     if fake is not None and real is None:
         raise SmallganError("--fake needs --real (a prepared dataset or an image folder to compare with)")
     if n < 2:
@@ -85,7 +94,7 @@ def eval_command(
             results, record = _evaluate_checkpoint(source, real, extractor, wanted, n=n, trunc=trunc, seed=seed,
                                                    batch_size=batch_size, accelerator=acc, cache=not no_cache,
                                                    progress=progress, console=console, grid=grid)
-            if out is None:
+            if out is None and not hub:
                 out = run_folder_of(source) / "metrics.jsonl"
     record = {"event": "eval", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record,
               "extractor": extractor.name, **results}

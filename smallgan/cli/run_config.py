@@ -45,11 +45,20 @@ def plan_training(recipe: str | None, sets: list[str] | None, options: dict[str,
     checkpoint = checkpoint_to_resume(resume) if explicit else None
     notes: list[str] = []
     fresh: Config | None = None
+    init = options.get("train.init") or _set_value(sets, "train.init")
     if checkpoint is None:
-        fresh = config_from_options(recipe or DEFAULT_RECIPE, sets, options)
+        if recipe is None and init:   # the model is the source's: asking for it again would be busywork
+            from smallgan.training.transfer import config_for_init
+
+            fresh = config_for_init(str(init), override_items(sets, options))
+        else:
+            fresh = config_from_options(recipe or DEFAULT_RECIPE, sets, options)
         checkpoint = None if overwrite else latest_checkpoint(run_dir_for(fresh))
     if checkpoint is None:
-        if recipe is None:
+        if recipe is None and init:
+            notes.append(f"no --recipe given: the model of {init} (the class count from the data), the other "
+                         "settings smallgan's defaults (smallgan/config.py)")
+        elif recipe is None:
             notes.append(f"no --recipe given: training {DEFAULT_RECIPE}, the 32 px recipe of the demo and the "
                          "tests; `smallgan recipes` lists the others")
         return TrainPlan(fresh, None, notes)
@@ -69,6 +78,12 @@ def plan_training(recipe: str | None, sets: list[str] | None, options: dict[str,
     notes.append(f"continuing {run} from {checkpoint.name} with its saved config"
                  + (f"; changed: {', '.join(changed)}" if changed else ""))
     return TrainPlan(cfg, str(checkpoint), notes)
+
+
+def _set_value(sets: list[str] | None, key: str) -> str | None:
+    """The value a --set item gives `key` (the last one), else None."""
+    values = [item.partition("=")[2].strip().strip('"') for item in sets or [] if item.partition("=")[0].strip() == key]
+    return values[-1] if values else None
 
 
 def _refuse_model_change(run: Path, saved: Config, cfg: Config, source: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from smallgan.cli.app import app
+from smallgan.cli.common import one_run
 from smallgan.errors import SmallganError
 
 _OUR_FILES = re.compile(r"^\d+\.png$")
@@ -17,7 +18,10 @@ _SEED_FILES = re.compile(r"^seed\d+\.png$")
 
 @app.command("sample")
 def sample_command(
-    run: Optional[Path] = typer.Option(None, "--run", help="Run folder (default: the latest run under --runs-dir)."),
+    run_arg: Optional[str] = typer.Argument(
+        None, metavar="RUN", help="Run folder, generator file or hf:USER/NAME (default: the latest run under "
+        "--runs-dir)."),
+    run: Optional[str] = typer.Option(None, "--run", help="The same as RUN."),
     ckpt: Optional[Path] = typer.Option(None, "--ckpt", help="A generator.safetensors or a checkpoint folder."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir", help="Where to look for the latest run."),
     out: Optional[Path] = typer.Option(
@@ -55,6 +59,7 @@ def sample_command(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace numbered PNGs already in the --out folder."),
 ) -> None:
     """Sample a trained generator (EMA weights): a grid, a folder of PNGs for FID tools, or the paper's figures."""
+    run = one_run(run_arg, run)
     _check_options(n, nrow, batch_size, trunc, standing_stats, interp, trunc_sweep, classes, to_class, run, ckpt)
     seed_list = _parse_seeds(seeds) if seeds is not None else None
     if seed_list is not None and (interp is not None or trunc_sweep is not None):
@@ -78,7 +83,10 @@ def sample_command(
     for wanted in (class_list, to_class):   # unknown classes fail now, listing the valid ones
         if wanted:
             G.labels(1, wanted)
-    samples_dir = run_folder_of(G.path) / "samples"
+    from smallgan.hub import is_hub
+
+    # A run from the Hub lives read-only in its cache: its samples go to ./samples.
+    samples_dir = Path("samples") if is_hub(run) else run_folder_of(G.path) / "samples"
     tag = f"t{trunc:g}-s{seed}" + (re.sub(r"[^\w.+-]+", "_", "-" + "+".join(class_list)) if class_list else "")
 
     with PhaseProgress(console) as progress:
@@ -115,7 +123,7 @@ def sample_command(
 def _check_options(n: int, nrow: int | None, batch_size: int, trunc: float | None, standing: int, interp: int | None,
                    sweep: str | None, classes: list[str] | None, to_class: str | None, run: Any, ckpt: Any) -> None:
     if run is not None and ckpt is not None:
-        raise SmallganError("pass either --run DIR or --ckpt FILE, not both")
+        raise SmallganError("pass either RUN (or --run) or --ckpt FILE, not both")
     if n < 1 or batch_size < 1 or (nrow is not None and nrow < 1):
         raise SmallganError("--n, --nrow and --batch-size must be at least 1")
     if trunc is not None and not trunc >= 0:

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from smallgan.cli.app import SetOption, app, run_app
+from smallgan.cli.app import app, run_app
 from smallgan.cli.common import PRECISION_HELP, check_precision, config_from_options, normalize_resume_argv
 from smallgan.cli.run_config import DEFAULT_RECIPE, plan_training, print_notes
 from smallgan.config import LOG_WITH
@@ -15,35 +15,63 @@ from smallgan.errors import SmallganError
 from smallgan.exit_codes import ExitCode
 
 
+# `smallgan train --help` groups its options in these panels (the flags people change most first).
+RUN, LENGTH, PROGRESS, OTHER = "Data and run folder", "Length, batch and precision", \
+    "Progress grids, checkpoints and evaluation", "Everything else"
+
+
 def train_command(
     recipe: Optional[str] = typer.Option(
-        None, "--recipe", "-r", help=f"Built-in recipe (`smallgan recipes` lists them) or a .toml path. A new run "
-        f"without it trains {DEFAULT_RECIPE} (a note says so); a continued run uses its saved config."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Prepared dataset, image folder or builtin:shapes."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run folder name under train.out_dir."),
+        None, "--recipe", "-r", rich_help_panel=RUN, help=f"Built-in recipe (`smallgan recipes` lists them) or a "
+        f".toml path. A new run without it trains {DEFAULT_RECIPE} (a note says so), or with --init the source's "
+        "model; a continued run uses its saved config."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", rich_help_panel=RUN, help="Prepared dataset (the "
+                                       "folder `smallgan prepare` wrote), image folder, hf:NAME or builtin:shapes."),
+    name: Optional[str] = typer.Option(None, "--name", rich_help_panel=RUN,
+                                       help="Run folder name under --out-dir (default: the recipe's name)."),
+    out_dir: Optional[str] = typer.Option(None, "--out-dir", rich_help_panel=RUN,
+                                          help="Where run folders go (train.out_dir; default runs)."),
     resume: str = typer.Option(
-        "auto", "--resume", help="auto: continue the run folder's latest checkpoint when it has one, else start; "
-        "or a run folder (runs/NAME) or checkpoint folder (runs/NAME/checkpoints/step-*) to continue."),
+        "auto", "--resume", rich_help_panel=RUN, help="auto: continue the run folder's latest checkpoint when it "
+        "has one, else start; or a run folder (runs/NAME) or checkpoint folder (runs/NAME/checkpoints/step-*)."),
+    overwrite: bool = typer.Option(False, "--overwrite", rich_help_panel=RUN, help="Start over in an existing run "
+                                   "folder (its checkpoints are removed)."),
     init: Optional[str] = typer.Option(
-        None, "--init", help="Start a new run from another run's weights (a run or checkpoint folder, e.g. one "
-        "written by `smallgan convert`): fine-tuning, for new classes too. Same as --set train.init=PATH."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many G steps."),
+        None, "--init", rich_help_panel=RUN, help="Start a new run from another run's weights (a run or checkpoint "
+        "folder, one written by `smallgan convert`, or hf:USER/NAME): fine-tuning, for new classes too."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", rich_help_panel=LENGTH,
+                                            help="Stop after this many G steps."),
     max_kimg: Optional[float] = typer.Option(
-        None, "--max-kimg", help="Stop after this many thousand real images through D (with --max-steps: the first)."
-    ),
-    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop (with a checkpoint) after this."),
-    precision: Optional[str] = typer.Option(
-        None, "--precision", help=PRECISION_HELP + " Default: the recipe's, else auto."),
-    lpips_weights: Optional[str] = typer.Option(
-        None, "--lpips-weights", help="Local vgg16-397923af.pth for FastGAN's LPIPS loss (offline machines)."
-    ),
+        None, "--max-kimg", rich_help_panel=LENGTH,
+        help="Stop after this many thousand real images through D (with --max-steps: the first)."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", rich_help_panel=LENGTH,
+                                                help="Stop (with a checkpoint) after this."),
+    batch: Optional[int] = typer.Option(None, "--batch", rich_help_panel=LENGTH, help="Images per optimiser step, "
+                                        "whatever the number of GPUs (train.batch)."),
+    micro_batch: Optional[int] = typer.Option(
+        None, "--micro-batch", rich_help_panel=LENGTH, help="The most images one GPU takes at once; accumulation "
+        "makes up the batch. Lower it when memory runs out (train.micro_batch)."),
+    seed: Optional[int] = typer.Option(None, "--seed", rich_help_panel=LENGTH, help="Seed of the whole run."),
+    precision: Optional[str] = typer.Option(None, "--precision", rich_help_panel=LENGTH,
+                                            help=PRECISION_HELP + " Default: the recipe's, else auto."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", rich_help_panel=PROGRESS,
+                                            help="A log line every N steps."),
+    sample_every: Optional[int] = typer.Option(None, "--sample-every", rich_help_panel=PROGRESS,
+                                               help="A progress grid every N steps (0 = only at the end)."),
+    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", rich_help_panel=PROGRESS,
+                                             help="A checkpoint every N steps."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", rich_help_panel=PROGRESS, help="KID (eval.metrics) "
+                                             "every N steps and the best generator in best/; 0 = off."),
     log_with: Optional[str] = typer.Option(
-        None, "--log-with", help="Tracker for scalars and image grids: auto (TensorBoard when installed, the "
-        "default) | none | tensorboard | wandb."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an existing run folder (its "
-                                   "checkpoints are removed)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
-    sets: Optional[list[str]] = SetOption,
+        None, "--log-with", rich_help_panel=PROGRESS, help="Tracker for scalars and image grids: auto (TensorBoard "
+        "when installed, the default) | none | tensorboard | wandb."),
+    sets: Optional[list[str]] = typer.Option(
+        None, "--set", "-s", rich_help_panel=OTHER, help="Any other setting of smallgan/config.py, e.g. --set "
+        "model.ch=32 (repeatable)."),
+    lpips_weights: Optional[str] = typer.Option(
+        None, "--lpips-weights", rich_help_panel=OTHER,
+        help="Local vgg16-397923af.pth for FastGAN's LPIPS loss (offline machines)."),
+    dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=OTHER, help="Print the resolved config and exit."),
 ) -> None:
     """Train BigGAN on a prepared dataset (any device; DDP when launched with accelerate/torchrun). Rerunning
     the same command continues the run. Every setting and its default: smallgan/config.py."""
@@ -52,9 +80,11 @@ def train_command(
     if log_with is not None and log_with not in trackers:
         raise SmallganError(f"--log-with {log_with}: use one of {' | '.join(trackers)}")
     plan = plan_training(recipe, sets, {
-        "data.path": data, "train.name": name, "train.init": init, "train.max_steps": max_steps,
-        "train.max_kimg": max_kimg, "train.max_minutes": max_minutes, "train.precision": precision,
-        "train.lpips_weights": lpips_weights, "train.log_with": log_with,
+        "data.path": data, "train.name": name, "train.out_dir": out_dir, "train.init": init,
+        "train.max_steps": max_steps, "train.max_kimg": max_kimg, "train.max_minutes": max_minutes,
+        "train.batch": batch, "train.micro_batch": micro_batch, "train.seed": seed, "train.precision": precision,
+        "train.log_every": log_every, "train.sample_every": sample_every, "train.ckpt_every": ckpt_every,
+        "train.eval_every": eval_every, "train.lpips_weights": lpips_weights, "train.log_with": log_with,
     }, resume, overwrite)
     print_notes(plan)
     if dry_run:

@@ -74,12 +74,15 @@ def _described(path: Path) -> tuple[Config, list[str], int | None]:
 
 
 def load_generator(path_or_run: str | Path, device: str | torch.device | None = None) -> TrainedGenerator:
-    """A run folder, a ``generator.safetensors`` or a checkpoint folder -> :class:`TrainedGenerator`.
+    """A run folder, a ``generator.safetensors``, a checkpoint folder or ``hf:USER/NAME`` (a run pushed to the
+    Hugging Face Hub, downloaded once into its cache) -> :class:`TrainedGenerator`.
 
     Weights load with safetensors only (no pickle); a damaged or mismatched file raises a one-line
     :class:`~smallgan.errors.SmallganError`. ``device`` None means the GPU when there is one.
     """
-    path = find_generator_file(path_or_run)
+    from smallgan.hub import resolve_run
+
+    path = find_generator_file(resolve_run(path_or_run))    # hf:USER/NAME: its snapshot in the hub cache
     cfg, class_names, step = _described(path)
     state = load_weights(path)
     module = build_generator(cfg.model, n_classes=len(class_names) or None)

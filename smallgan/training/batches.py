@@ -119,12 +119,14 @@ class RealData:
     class_names: list[str]   # [] when the run is unconditional
     n_classes: int           # model.n_classes, from the dataset when the recipe says 0
     path: Path | None        # the prepared dataset folder; None for a set passed in memory
+    fingerprint: str         # of the images, labels and class names (smallgan.data.content_fingerprint)
+    n_images: int            # in the whole set (every process)
 
 
 def load_real_data(cfg: Config, accelerator: Any, console: Console, dataset: Any = None) -> RealData:
     """cfg.data.path prepared once (main process first), or `dataset` (``.images`` uint8, ``.labels``,
     ``.class_names``) as given, held in memory as uint8 and sharded over the processes."""
-    from smallgan.data import load_prepared, resolve_dataset
+    from smallgan.data import content_fingerprint, load_prepared, resolve_dataset
 
     if dataset is None:
         with accelerator.main_process_first():
@@ -147,4 +149,6 @@ def load_real_data(cfg: Config, accelerator: Any, console: Console, dataset: Any
         seed=cfg.train.seed, flip=resolve_flip(cfg.data.flip, data_path), device=accelerator.device,
         on_device=cfg.data.on_device, channels_last=cfg.train.channels_last,
     )
-    return RealData(stream, class_names if n_classes > 1 else [], n_classes, data_path)
+    fingerprint = content_fingerprint(dataset.images, dataset.labels, class_names)
+    return RealData(stream, class_names if n_classes > 1 else [], n_classes, data_path, fingerprint,
+                    len(dataset.images))

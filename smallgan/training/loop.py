@@ -20,6 +20,7 @@ from rich.console import Console
 from smallgan import checkpoint as ckpt
 from smallgan.augment import DiffAugment
 from smallgan.config import Config
+from smallgan.data import check_data_path
 from smallgan.training.ada import AdaptiveAugment
 from smallgan.training.batch_plan import plan_batches
 from smallgan.device import accelerate_cpu, choose_precision
@@ -38,7 +39,7 @@ from smallgan.training.evaluation import QualityTracker
 from smallgan.training.events import Reporter, TrainingDiverged, flat_scalars
 from smallgan.training.phases import GANPhases, optimizer_step
 from smallgan.training.rollback import Recovery
-from smallgan.training.state import Counters, TrainState, resume_path
+from smallgan.training.state import Counters, TrainState, data_record, resume_path
 from smallgan.training.stopping import Stopping, limit_reached, planned_steps
 from smallgan.training.transfer import load_pretrained, trainable, trainable_summary
 from smallgan.training.stats import MetricsLog
@@ -90,6 +91,8 @@ class Trainer:
         ``cfg.data.path``; benchmarks use it to time steps on synthetic images."""
         self.cfg = cfg
         t = cfg.train
+        if dataset is None:   # a missing dataset is one line before anything is written
+            check_data_path(cfg.data.path, cfg.model.resolution)
         self.run_dir = run_dir_for(cfg)
         self.accelerator, choice = _make_accelerator(cfg, self.run_dir)
         acc = self.accelerator
@@ -113,6 +116,8 @@ class Trainer:
         data = load_real_data(cfg, acc, self.console, dataset)
         self.stream, self.class_names, self.n_classes = data.stream, data.class_names, data.n_classes
         self.flip = self.stream.flip
+        self.data_info = data_record(cfg.data.path if dataset is None else "(in memory)", data.fingerprint,
+                                data.n_images)
         # Saved configs (checkpoints, generator export) hold the resolved class count: self-describing.
         self.cfg = cfg = copy.deepcopy(cfg)
         cfg.model.n_classes = self.n_classes
@@ -124,7 +129,7 @@ class Trainer:
         self.state = TrainState(parts, acc, self.run_dir, self.console)
         self._resumed_state: dict | None = None
         if resumed_from is not None:
-            self._resumed_state = self.state.load(resumed_from, self.cfg.model)
+            self._resumed_state = self.state.load(resumed_from, self.cfg.model, data=self.data_info)
         elif t.init:   # a new run from another run's weights (fine-tuning), not a resume
             load_pretrained(G, D, self.ema, cfg, self.n_classes, self._note)
 
@@ -135,7 +140,7 @@ class Trainer:
             needed = ckpt.estimated_checkpoint_bytes(trained=[G, D], frozen=[self.ema.shadow]) * (t.keep_ckpts + 1)
             ckpt.check_writable(self.run_dir, needed)
 
-        # Few-shot regularisers (README "Few-shot regularisers"): r_t always, adaptive p and LeCam when asked.
+        # Few-shot regularisers (docs/fewshot-regularisers.md): r_t always, adaptive p and LeCam when asked.
         self.ada = AdaptiveAugment(self.augment, t, self.images_per_step, acc)
         self.lecam = LeCam(t.lecam, t.lecam_decay, acc) if t.lecam > 0 else None
         self.restore_fewshot(self._resumed_state or {})
@@ -184,7 +189,7 @@ class Trainer:
         """Every process takes part (gathers the stream positions); only the main one writes."""
         fewshot = {"ada": self.ada.state_dict(), **({"lecam": self.lecam.state_dict()} if self.lecam else {})}
         return self.state.save(self.cfg, self.class_names, self.sampling_generator,
-                               {"best": self.quality.best.state_dict(), "fewshot": fewshot})
+                               {"best": self.quality.best.state_dict(), "fewshot": fewshot, "data": self.data_info})
 
     # ------------------------------------------------------------------------------------------------
     def sampling_generator(self) -> torch.nn.Module:

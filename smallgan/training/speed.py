@@ -1,6 +1,6 @@
 """Opt-in speed and memory options for G and D (train.channels_last, train.compile,
 train.activation_checkpointing). Each is measured by `smallgan bench` before it becomes a default:
-see the README's speed table."""
+see docs/speed.md."""
 
 from __future__ import annotations
 

@@ -94,9 +94,12 @@ class TrainState:
             setattr(self.counters, name, int(value.item()))
         return self.counters
 
-    def load(self, path: Path, model_cfg: ModelConfig) -> dict[str, Any]:
-        """Restore a checkpoint trained with the same model settings; returns its state (optimisers, counters...)."""
+    def load(self, path: Path, model_cfg: ModelConfig, data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Restore a checkpoint trained with the same model settings (and, given `data`, on the same data: see
+        check_same_data); returns its state (optimisers, counters...)."""
         weights, state, saved_cfg = ckpt.load_checkpoint(path)
+        if data is not None:
+            check_same_data(path.parent.parent, state, data)
         if saved_cfg.model != model_cfg:
             diff = [k for k in vars(saved_cfg.model) if getattr(saved_cfg.model, k) != getattr(model_cfg, k)]
             raise SmallganError(
@@ -146,3 +149,23 @@ class TrainState:
                                     cfg.train.keep_ckpts, class_names=class_names)
         export_generator(self.run_dir / GENERATOR_FILE, G_ema, cfg, class_names, self.counters.step)
         return path
+
+
+def data_record(data_path: str, fingerprint: str, n_images: int) -> dict[str, Any]:
+    """What a checkpoint remembers of the data its run trains on (state.pt's "data")."""
+    return {"path": data_path, "fingerprint": fingerprint, "images": n_images}
+
+
+def check_same_data(run_dir: Path, resumed: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """A run belongs to its data: continuing it on other images (by content, wherever they are) is refused in one
+    line naming both and the --name that starts a new run. Checkpoints written before runs recorded it pass."""
+    saved = (resumed or {}).get("data")
+    if not saved or saved.get("fingerprint") == now["fingerprint"]:
+        return
+    from smallgan.data import PREPARED_SUFFIX
+
+    stem = Path(str(now["path"]).split(":")[-1]).name.removesuffix(PREPARED_SUFFIX) or "data"
+    raise SmallganError(
+        f"{run_dir} was trained on {saved['path']} ({saved['images']} images, data {saved['fingerprint'][:8]}), "
+        f"not on {now['path']} ({now['images']} images, data {now['fingerprint'][:8]}): a run belongs to its data; "
+        f"start a new run with --name {run_dir.name}-{stem} (or replace this one with --overwrite)")

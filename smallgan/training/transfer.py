@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from smallgan import checkpoint as ckpt
-from smallgan.config import Config, ModelConfig, TrainConfig
+from smallgan.config import Config, ModelConfig, TrainConfig, read_config, with_overrides
 from smallgan.ema import EMA
 from smallgan.errors import SmallganError
 from smallgan.layers.conditional_bn import ConditionalBatchNorm2d
@@ -26,7 +26,8 @@ from smallgan.layers.spectral_norm import converge_power_iteration_
 from smallgan.registry import build_discriminator, build_generator, capabilities, resolved
 
 __all__ = [
-    "NOISE", "adapt_state", "apply_freezing", "init_checkpoint", "load_pretrained", "trainable", "trainable_summary",
+    "NOISE", "adapt_state", "apply_freezing", "config_for_init", "init_checkpoint", "load_pretrained", "trainable",
+    "trainable_summary",
 ]
 
 # Rows for new classes without train.init_classes: the pretrained mean plus this much of the per-dimension
@@ -39,8 +40,11 @@ FREE_MODEL_KEYS = ("n_classes", "shared_init")
 
 
 def init_checkpoint(path: str) -> Path:
-    """The checkpoint folder train.init names: a checkpoints/step-* folder, or a run folder (its newest)."""
-    folder = Path(path).expanduser()
+    """The checkpoint folder train.init names: a checkpoints/step-* folder, or a run folder (its newest), local or
+    on the Hugging Face Hub (hf:USER/NAME)."""
+    from smallgan.hub import resolve_run
+
+    folder = resolve_run(path).expanduser()
     if (folder / "state.pt").is_file():
         return folder
     latest = ckpt.latest_checkpoint(folder) if folder.is_dir() else None
@@ -49,6 +53,17 @@ def init_checkpoint(path: str) -> Path:
         raise SmallganError(f"train.init={path}: {what}; pass a run folder with checkpoints/ (a smallgan run, or "
                             "one written by `smallgan convert`) or a checkpoints/step-* folder")
     return latest
+
+
+def config_for_init(init: str, overrides: list[str]) -> Config:
+    """A new run from `init` without a recipe: the source's model (only the class count, taken from the new data,
+    may differ, so nothing is asked for), every other setting smallgan's default (config.py: the paper's
+    fine-tuning rates), then `overrides`; the run folder is named after the source unless train.name says."""
+    theirs = read_config(init_checkpoint(init) / "config.json")
+    cfg = Config(model=dataclasses.replace(theirs.model, n_classes=0))
+    cfg.train.name = f"{Path(init.split(':')[-1]).name}-finetune"
+    cfg.recipe = ""
+    return with_overrides(cfg, [*overrides, f"train.init={init}"])
 
 
 def _check_same_model(theirs: ModelConfig, ours: ModelConfig, source: Path) -> None:
