@@ -53,6 +53,7 @@ def timelapse_command(
 def _write_mp4(frames: list, out: Path, fps: float) -> None:
     try:
         import imageio.v3 as iio
+        import imageio_ffmpeg  # noqa: F401  imageio[ffmpeg]'s encoder: without it imageio picks another writer
     except ImportError:
         raise SmallganError(f"--out {out}: an .mp4 needs `pip install imageio[ffmpeg]`; or write a .gif") from None
     from smallgan.io import atomic_write
@@ -60,4 +61,6 @@ def _write_mp4(frames: list, out: Path, fps: float) -> None:
 
     # Even sizes: H.264 encoders refuse odd widths and heights.
     arrays = [np.asarray(f)[: f.height // 2 * 2, : f.width // 2 * 2] for f in frames]
-    atomic_write(out, lambda p: iio.imwrite(p, arrays, extension=".mp4", fps=fps))
+    # The temporary file's name does not end in .mp4, so ffmpeg is told the container; sizes are already even.
+    atomic_write(out, lambda p: iio.imwrite(p, arrays, extension=".mp4", plugin="FFMPEG", fps=fps,
+                                            macro_block_size=2, output_params=["-f", "mp4"]))
