@@ -28,7 +28,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "act-ckpt": ("activation checkpointing of G/D blocks", ["train.activation_checkpointing=true"]),
     "compile": ("torch.compile of G and D", ["train.compile=true"]),
     "bf16": ("bf16 autocast", ["train.precision=bf16"]),
-    "mode-seeking": ("MSGAN's term in G's loss (tiny-cpu's train.mode_seeking)", ["train.mode_seeking=1.0"]),
+    "mode-seeking": ("MSGAN's term in G's loss (tiny-cpu's train.mode_seeking)", ["train.mode_seeking=0.2"]),
 }
 
 

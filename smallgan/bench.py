@@ -39,6 +39,8 @@ def bench_config(
         f"model.arch={arch}", f"model.resolution={resolution}", f"model.ch={ch}", "model.d_ch=0",
         f"train.batch={batch}", f"train.micro_batch={batch}", f"train.d_steps={d_steps}",
         f"train.precision={precision}", "train.ema_start_kimg=0", "train.diffaug=", "model.n_classes=1",
+        # The paper's step: tiny-cpu's mode seeking is that recipe's choice (the bench's `mode-seeking` variant)
+        "train.mode_seeking=0",
     ]
     if arch.startswith("biggan"):
         # z must split into (G blocks + 1) chunks with skip-z: 20 per chunk as in the paper at 128 px.
