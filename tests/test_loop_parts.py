@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.config import ConfigError, TrainConfig, config_from_dict, load_config
 from smallgan.ema import HalfLife
 from smallgan.registry import Capabilities, build_discriminator, capabilities, capabilities_of
@@ -119,7 +119,7 @@ def test_a_run_stops_at_max_kimg(tmp_path, capsys):
     assert trainer.counters.step == 2
     assert read_metrics(trainer.run_dir / "metrics.jsonl")[-1]["kimg"] == 0.016
     assert "reached train.max_kimg=0.016" in capsys.readouterr().err
-    assert ckpt.latest_checkpoint(trainer.run_dir).name == "step-0000002"
+    assert runs.latest_checkpoint(trainer.run_dir).name == "step-0000002"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_a_checkpoint_with_the_old_per_iteration_ema_config_resumes_exactly(tmp_
     straight = train(tiny(tmp_path, "train.max_steps=3", name="straight"))
     first = train(tiny(tmp_path, "train.max_steps=2", name="old"))
     # Rewrite the checkpoint's saved config as before the schedules in images (state.pt has not changed).
-    saved_path = ckpt.latest_checkpoint(first.run_dir) / "config.json"
+    saved_path = runs.latest_checkpoint(first.run_dir) / "config.json"
     saved = json.loads(saved_path.read_text())
     for key in ("ema_halflife_kimg", "ema_rampup", "ema_start_kimg", "max_kimg"):
         del saved["train"][key]
