@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from smallgan import runs
-from smallgan.config import ConfigError, TrainConfig, config_from_dict, load_config
+from smallgan.config import ConfigError, TrainConfig, config_from_dict, load_config, take_notes
 from smallgan.ema import HalfLife
 from smallgan.registry import Capabilities, build_discriminator, capabilities, capabilities_of
 from smallgan.training.loop import Trainer, train
@@ -60,12 +60,12 @@ def test_ema_decay_follows_a_half_life_in_images():
     assert HalfLife(halflife_kimg=0.0, images_per_step=8)(3) == 0.0            # 0: G itself
 
 
-def test_old_per_iteration_ema_keys_are_converted_with_a_note(capsys):
+def test_old_per_iteration_ema_keys_are_converted_with_a_note():
     cfg = load_config("tiny-cpu", ["train.ema_decay=0.99", "train.ema_start=50"])
     t = cfg.train
     assert t.ema_halflife_kimg == pytest.approx(16 * math.log(0.5) / math.log(0.99) / 1000)   # 1.1035
     assert t.ema_start_kimg == 0.8
-    notes = [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line]
+    notes = [line for line in take_notes(cfg) if "deprecated" in line]   # printed by the CLI or the Trainer
     assert len(notes) == 2 and "train.ema_halflife_kimg=1.103" in notes[0] and "ema_start_kimg=0.8" in notes[1]
     # Converted with the final batch and D steps, whatever the order of the settings.
     t = load_config("tiny-cpu", ["train.ema_decay=0.99", "train.batch=32", "train.d_steps=2"]).train
