@@ -77,8 +77,7 @@ class GANPhases:
         """Accumulate D's gradients for one optimiser step. `p`: DiffAugment's probability now; `r1`: whether
         this step computes R1 (GANLoss.r1_due); `anchors`: LeCam's, when it is on."""
         self._d_trains(True)
-        sums = _Sums(self.accelerator.device)
-        result = PhaseResult(loss=sums.loss, terms={})
+        sums, real_out, fake_out = _Sums(self.accelerator.device), [], []
         for i in range(self.accumulation):
             x_real, y_real = reals()
             z, y_fake = self._latents()
@@ -102,10 +101,9 @@ class GANPhases:
                     loss = total(terms)
                 scaler.scale(loss / self.accumulation).backward()
             sums.add(loss, terms)
-            result.real_logits.append(real_logits.detach())
-            result.fake_logits.append(fake_logits.detach())
-        result.loss, result.terms = sums.means(self.accumulation)
-        return result
+            real_out.append(real_logits.detach())
+            fake_out.append(fake_logits.detach())
+        return PhaseResult(*sums.means(self.accumulation), real_logits=real_out, fake_logits=fake_out)
 
     def generator(self, scaler: torch.amp.GradScaler, *, p: Tensor | float) -> PhaseResult:
         """Accumulate G's gradients for one optimiser step (`p`: DiffAugment's probability now)."""
