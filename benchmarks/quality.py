@@ -279,7 +279,7 @@ def train_and_score(cfg: Config, ref: Reference, *, minutes: float, steps: int, 
         # r_t: D's overfitting gauge over the segment; p: the augmentation probability now (docs/fewshot-regularisers.md).
         row = {"step": trainer.counters.step, "kimg": round(trainer.counters.step * t.batch * t.d_steps / 1000, 1),
                "train_seconds": round(spent, 1), "r_t": round(float(r_t) / max(iterations, 1), 3),
-               "augment_p": round(trainer.ada.p.item(), 3), **score(G, ref, per_class)}
+               "augment_p": round(trainer.state.ada.p.item(), 3), **score(G, ref, per_class)}
         curve.append(row)
         console_print(format_row(row) + "\n" + format_classes(row), flush=True)
         if raw:   # the trained G's own weights, with standing statistics as the EMA copy gets them

@@ -81,9 +81,9 @@ class DiffAugment:
     """Callable applying a comma-separated policy; the empty policy is the identity.
 
     `p`: the probability that each op is applied to each image (StyleGAN2-ADA's per-image p), a number or a
-    device scalar that an adaptive controller updates in place (:mod:`smallgan.training.ada`). The same object
-    serves D's and G's steps, so reals and fakes see the same p. At p = 1 (a number) no mask is drawn: the
-    random draws, and so the trajectories, are those of DiffAugment as published.
+    device scalar; a call may pass its own (the training loop passes the adaptive one of
+    :mod:`smallgan.training.ada` to D's and G's steps alike). At p = 1 (a number) no mask is drawn: the random
+    draws, and so the trajectories, are those of DiffAugment as published.
     """
 
     def __init__(self, policy: str, p: float | Tensor = 1.0) -> None:
@@ -93,8 +93,8 @@ class DiffAugment:
     def __bool__(self) -> bool:
         return bool(self.names)
 
-    def __call__(self, x: Tensor) -> Tensor:
-        p = self.p
+    def __call__(self, x: Tensor, p: float | Tensor | None = None) -> Tensor:
+        p = self.p if p is None else p
         for name in self.names:
             if not isinstance(p, Tensor):
                 if p >= 1.0:

@@ -1,5 +1,7 @@
-"""Run folders and atomic training checkpoints (the sampling export is :mod:`smallgan.sampling.export`).
+"""The on-disk formats: a training checkpoint folder and the generator export (``generator.safetensors``).
 
+Where they go in a run folder, which checkpoints a run has and which one a run continues is
+:mod:`smallgan.runs`; what goes into ``state.pt`` is :meth:`smallgan.training.state.TrainState.state_dict`.
 A run folder::
 
     runs/<name>/
@@ -20,8 +22,9 @@ so opening a checkpoint never executes code.
 
 from __future__ import annotations
 
+import io
+import json
 import os
-import re
 import shutil
 import signal
 from pathlib import Path
@@ -30,9 +33,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from smallgan.config import Config, read_config
-from smallgan.errors import SmallganError
-from smallgan.io import atomic_write, atomic_write_text, fsync_dir, load_weights, save_weights, write_json
+from smallgan.config import Config, config_from_dict, read_config
+from smallgan.errors import ConfigError, SmallganError
+from smallgan.io import (
+    atomic_write, atomic_write_text, fsync_dir, load_weights, read_json, read_metadata, save_weights, write_json,
+)
 
 FORMAT_VERSION = 1
 # The oldest format this version reads (0: written before state.pt recorded one). Raise it, never silently,
@@ -40,7 +45,11 @@ FORMAT_VERSION = 1
 # tests/test_checkpoint_compat.py checks every frozen checkpoint in tests/fixtures against both bounds.
 OLDEST_FORMAT_VERSION = 0
 CLASS_NAMES_FILE = "class_names.json"   # beside config.json in a checkpoint folder
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+STATE_FILE = "state.pt"                # optimisers, scalers, counters, few-shot state (weights_only pickle)
+WEIGHTS = ("G", "D", "G_ema")          # <name>.safetensors in a checkpoint folder
+GENERATOR_FILE = "generator.safetensors"   # the export: in a run folder, and in best/
+GENERATOR_FORMAT = "smallgan-generator"
+CHECKPOINT_GENERATOR = "G_ema.safetensors"   # the same generator inside a checkpoint folder
 # Fault injection for tests/test_multiprocess_faults.py: with this variable set to a step, the process
 # writing that step's checkpoint kills itself (SIGKILL) with the weights written and state.pt not yet, as a
 # power cut would. Unset, as everywhere outside that test, it does nothing.
@@ -60,77 +69,16 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
         ) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Training checkpoints
-
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (temporary folders of interrupted writes are ignored)."""
-    root = checkpoint_dir(run_dir)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    ckpts = list_checkpoints(run_dir)
-    return ckpts[-1] if ckpts else None
-
-
-def remove_incomplete(run_dir: Path) -> list[Path]:
-    """Delete the temporary folders of checkpoint writes that a crash interrupted; returns what was removed."""
-    root = checkpoint_dir(run_dir)
-    stale = [p for p in root.glob(".*-step-*") if p.is_dir()] if root.is_dir() else []
-    for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
-    return stale
-
-
-def estimated_checkpoint_bytes(trained: list[nn.Module], frozen: list[nn.Module]) -> int:
-    """Size of one checkpoint: weights and buffers of every module, plus Adam's two float32 moments for each
-    parameter of the `trained` ones (the EMA copy is `frozen`: no optimiser state)."""
-    total = sum(t.numel() * t.element_size() for m in trained + frozen for t in m.state_dict().values())
-    return total + 2 * sum(p.numel() * 4 for m in trained for p in m.parameters())
-
-
-def check_writable(run_dir: Path, needed_bytes: int) -> None:
-    """Fail before training, not at the first checkpoint: the run folder must be writable and have room
-    for the checkpoints kept plus one being written."""
-    run_dir = Path(run_dir)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise SmallganError(f"cannot write to the run folder {run_dir} ({e.strerror or e}); "
-                            "choose another with --set train.out_dir=DIR") from None
-    free = shutil.disk_usage(run_dir).free
-    if free < needed_bytes:
-        raise SmallganError(
-            f"only {free / 2**20:.0f} MiB free in {run_dir}, checkpoints need about {needed_bytes / 2**20:.0f} MiB; "
-            "free some space, lower train.keep_ckpts, or set train.out_dir to another disk"
-        )
-
-
-def save_checkpoint(
-    run_dir: Path,
-    step: int,
+def write_checkpoint(
+    final: Path,
     weights: dict[str, dict[str, torch.Tensor]],
     state: dict[str, Any],
     cfg: Config,
-    keep: int,
     class_names: list[str] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step-<step>/`` atomically and keep only the newest `keep` checkpoints."""
-    root = checkpoint_dir(run_dir)
-    final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
+    """Write the checkpoint folder `final` atomically: built in a hidden sibling, renamed into place when whole."""
+    root, step = final.parent, int(final.name.rpartition("-")[2])
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
     try:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -140,29 +88,21 @@ def save_checkpoint(
         if os.environ.get(KILL_IN_CHECKPOINT_ENV) == str(step):
             os.kill(os.getpid(), signal.SIGKILL)
         state = {**state, "format_version": FORMAT_VERSION, "step": step}
-        atomic_write(tmp / "state.pt", lambda p: torch.save(state, p))
+        atomic_write(tmp / STATE_FILE, lambda p: torch.save(state, p))
         atomic_write_text(tmp / "config.json", cfg.to_json())
         write_json(tmp / CLASS_NAMES_FILE, class_names or [], indent=None)
         if final.exists():  # re-saving the same step (e.g. right after a resume): replace the old one
-            _remove_checkpoint(final)
+            remove_checkpoint(final)
         tmp.rename(final)
         fsync_dir(root)
-    except OSError as e:
-        previous = latest_checkpoint(run_dir)
-        raise SmallganError(
-            f"could not write checkpoint {final} ({e.strerror or e}); nothing was half-written, the last complete "
-            f"checkpoint is {previous or 'none'}; free space or fix the folder, then --resume"
-        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    for old in list_checkpoints(run_dir)[:-keep]:
-        _remove_checkpoint(old)
     return final
 
 
-def _remove_checkpoint(path: Path) -> None:
+def remove_checkpoint(path: Path) -> None:
     """Rename out of the step-* namespace first (atomic), then delete: a kill during the (file by file)
-    deletion leaves a hidden folder that remove_incomplete() sweeps, never a step-* folder missing files."""
+    deletion leaves a hidden folder that runs.remove_incomplete() sweeps, never a step-* folder missing files."""
     trash = path.with_name(f".old-{path.name}-{os.getpid()}")
     path.rename(trash)
     shutil.rmtree(trash, ignore_errors=True)
@@ -171,10 +111,10 @@ def _remove_checkpoint(path: Path) -> None:
 def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any], Config]:
     """Read a checkpoint folder: (weights by network name, training state, config)."""
     path = Path(path)
-    if not (path / "state.pt").is_file():
+    if not (path / STATE_FILE).is_file():
         raise SmallganError(f"{path} is not a complete smallgan checkpoint (no state.pt); pass a checkpoints/step-* folder")
     try:
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file, never code execution
         raise SmallganError(f"checkpoint {path / 'state.pt'} cannot be loaded safely ({type(e).__name__}); "
                             "it is damaged or not a smallgan checkpoint") from None
@@ -187,3 +127,62 @@ def load_checkpoint(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], dic
                             f"({OLDEST_FORMAT_VERSION}); resume it with the smallgan that wrote it, or start a new run")
     weights = {p.stem: load_weights(p) for p in sorted(path.glob("*.safetensors"))}
     return weights, state, read_config(path / "config.json")
+
+
+def shared_files(path: Path) -> dict[str, Path | bytes]:
+    """What a pushed checkpoint folder keeps (`smallgan push`): the weights and what describes them, and a
+    state.pt without optimiser and loss-scaler states (what --init reads: its format version and step), a
+    fraction of the size."""
+    files: dict[str, Path | bytes] = {f"{name}.safetensors": path / f"{name}.safetensors" for name in WEIGHTS}
+    files.update({"config.json": path / "config.json", CLASS_NAMES_FILE: path / CLASS_NAMES_FILE})
+    files = {name: p for name, p in files.items() if p.is_file()}
+    full = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    buffer = io.BytesIO()
+    torch.save({k: full[k] for k in ("format_version", "step", "data") if k in full}, buffer)
+    files[STATE_FILE] = buffer.getvalue()
+    return files
+
+
+def missing_weights(path: Path, weights: dict[str, Any]) -> None:
+    """Refuse a checkpoint folder without one of G, D and G_ema."""
+    for name in WEIGHTS:
+        if name not in weights:
+            raise SmallganError(f"checkpoint {path} has no {name}.safetensors; it is incomplete")
+
+
+# ---------------------------------------------------------------------------------------------
+# The generator export: the EMA generator's weights and, in the safetensors metadata, everything that rebuilds
+# it (the run's config, the class names, the training step). Loading never executes code.
+
+
+def export_generator(path: str | Path, generator: nn.Module, cfg: Config, class_names: list[str], step: int) -> None:
+    """Write `generator` (eval mode, prepared for sampling) and what rebuilds it, atomically."""
+    metadata = {
+        "format": GENERATOR_FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "config": cfg.to_json(),
+        "class_names": json.dumps(class_names),
+        "step": str(step),
+    }
+    save_weights(Path(path), generator.state_dict(), metadata)
+
+
+def describe_generator(path: Path) -> tuple[Config, list[str], int | None]:
+    """(config, class names, step) of a generator file: from its metadata, or beside it in a checkpoint
+    folder (whose step is in state.pt, which loading a generator does not open: None)."""
+    if path.name == CHECKPOINT_GENERATOR:
+        names_file = path.parent / CLASS_NAMES_FILE
+        class_names = read_json(names_file) if names_file.is_file() else []
+        return read_config(path.parent / "config.json"), class_names, None
+    meta = read_metadata(path)
+    if meta.get("format") != GENERATOR_FORMAT:
+        raise SmallganError(f"{path} is not a smallgan generator export (no smallgan metadata)")
+    if int(meta.get("format_version", "0")) > FORMAT_VERSION:
+        raise SmallganError(f"{path} was written by a newer smallgan (format {meta['format_version']}); upgrade")
+    try:
+        cfg = config_from_dict(json.loads(meta["config"]))
+        class_names = json.loads(meta.get("class_names", "[]"))
+    except (KeyError, ValueError, ConfigError) as e:
+        raise SmallganError(f"{path} has unreadable metadata ({e})") from None
+    step = meta.get("step", "")
+    return cfg, class_names, int(step) if step.isdigit() else None

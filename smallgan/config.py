@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -69,6 +68,7 @@ class TrainConfig:
     loss: str = "hinge"               # hinge | fastgan-hinge (randomised real margin)
     ortho_beta: float = 1e-4          # G orthogonal regularisation strength; 0 = off (paper: 1e-4)
     r1_gamma: float = 0.0             # R1 penalty on D (gamma/2 * E||grad D(x)||^2); 0 = off
+    r1_every: int = 16                # lazy R1: every N-th D step, weighted x N (StyleGAN2 sec. 4); 1 = every step
     # EMA of G's weights (BigGAN appendix B) in images, as StyleGAN2-ADA/EDM: a weight's share halves every
     # ema_halflife_kimg x 1000 real images through D (batch x d_steps per iteration: the logs' kimg).
     ema_halflife_kimg: float = 887.18 # the paper's 0.9999 per iteration at batch 64 x 2 D steps
@@ -318,8 +318,13 @@ def _convert_deprecated(cfg: Config, announce: bool) -> None:
         t.ema_start_kimg = old["ema_start"] * per_iter / 1000
         notes.append(f"train.ema_start={old['ema_start']} is deprecated: use train.ema_start_kimg={t.ema_start_kimg:g}"
                      f" (iterations x batch {t.batch} x d_steps {t.d_steps} / 1000)")
-    for note in notes if announce and os.environ.get("RANK", "0") == "0" else []:  # once per launch
-        print(f"note: {note}", file=sys.stderr)
+    if announce:   # kept for whoever prints (take_notes): the CLI or the Trainer, once per launch
+        vars(cfg).setdefault("_notes", []).extend(notes)
+
+
+def take_notes(cfg: Config) -> list[str]:
+    """The notes loading `cfg` left for the user (deprecated keys converted), removed from it."""
+    return vars(cfg).pop("_notes", [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,6 +369,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.keep_ckpts must be >= 1")
     if t.max_rollbacks < 0 or not 0 < t.rollback_lr_factor <= 1:
         raise ConfigError("train.max_rollbacks must be >= 0 and train.rollback_lr_factor in (0, 1]")
+    if t.r1_every < 1:
+        raise ConfigError(f"train.r1_every must be >= 1 (1 = R1 at every D step), got {t.r1_every}")
     if t.recon_weight < 0 or t.r1_gamma < 0 or t.ortho_beta < 0 or not t.mode_seeking >= 0:
         raise ConfigError("train.recon_weight, train.r1_gamma, train.ortho_beta and train.mode_seeking must be "
                           ">= 0 (0 = off)")

@@ -50,8 +50,15 @@ def orthogonal_regularization(module: nn.Module, beta: float) -> Tensor:
         return 0.5 * beta * torch.stack([off_diagonal_gram_sq(p) for _, p in weights]).sum()
 
 
+def lecam_penalty(real_logits: Tensor, fake_logits: Tensor, anchors: Tensor) -> Tensor:
+    """LeCam's penalty of one micro-batch (unweighted), with `anchors` (a_R, a_F) from :meth:`LeCam.anchors`."""
+    real, fake = real_logits.float(), fake_logits.float()
+    a_real, a_fake = anchors[0], anchors[1]
+    return (real - a_fake).relu().square().mean() + (a_real - fake).relu().square().mean()
+
+
 class LeCam:
-    """LeCam regularisation (Tseng et al., CVPR 2021) of D, as the authors' code computes it:
+    """The anchors of LeCam regularisation (Tseng et al., CVPR 2021) of D, as the authors' code computes it:
     ``weight x (E[relu(D(x) - a_F)^2] + E[relu(a_R - D(G(z)))^2])``, with a_R and a_F moving averages (decay
     0.99) of D's mean output on real and on generated images. Only a real output *above* the fake anchor and a
     fake output *below* the real anchor are penalised: D is kept from pulling real and fake predictions further
@@ -66,36 +73,30 @@ class LeCam:
     first anchor, not 0.01 of it).
     """
 
-    def __init__(self, weight: float, decay: float, accelerator: Any) -> None:
+    def __init__(self, decay: float, accelerator: Any) -> None:
         device = accelerator.device
-        self.weight, self.decay, self.accelerator = weight, decay, accelerator
+        self.decay, self.accelerator = decay, accelerator
         self.ema = torch.zeros(2, device=device)       # biased averages of mean D(real), mean D(fake)
         self.updates = torch.zeros((), device=device)  # D steps averaged so far (for the debiasing)
-        self._sums = torch.zeros(4, device=device)     # this step: sum D(real), count, sum D(fake), count
 
     def anchors(self) -> Tensor:
         """(a_R, a_F), debiased; (0, 0) before the first step."""
         return self.ema / (1.0 - self.decay ** self.updates).clamp_min(1e-12)
 
-    def penalty(self, real_logits: Tensor, fake_logits: Tensor, anchors: Tensor) -> Tensor:
-        """The weighted penalty of one micro-batch, with `anchors` from :meth:`anchors`; records its outputs."""
-        real, fake = real_logits.float(), fake_logits.float()
-        self._sums[0] += real.detach().sum()
-        self._sums[1] += real.numel()
-        self._sums[2] += fake.detach().sum()
-        self._sums[3] += fake.numel()
-        a_real, a_fake = anchors[0], anchors[1]
-        return self.weight * ((real - a_fake).relu().square().mean() + (a_real - fake).relu().square().mean())
-
-    def end_step(self) -> None:
-        """Fold the step's mean outputs (over micro-batches and processes) into the averages."""
-        sums = self.accelerator.reduce(self._sums.clone(), reduction="sum")
+    def update(self, real_logits: list[Tensor], fake_logits: list[Tensor]) -> None:
+        """Fold a D step's outputs (its micro-batches' logits, over every process) into the averages."""
+        sums = torch.zeros(4, device=self.ema.device)   # sum D(real), count, sum D(fake), count
+        for real, fake in zip(real_logits, fake_logits):
+            sums[0] += real.float().sum()
+            sums[1] += real.numel()
+            sums[2] += fake.float().sum()
+            sums[3] += fake.numel()
+        sums = self.accelerator.reduce(sums, reduction="sum")
         means = torch.stack([sums[0] / sums[1].clamp_min(1), sums[2] / sums[3].clamp_min(1)])
         # A step skipped for non-finite values must not poison the anchors of every later step.
         finite = torch.isfinite(means).all()
         self.ema.copy_(torch.where(finite, self.decay * self.ema + (1.0 - self.decay) * means, self.ema))
         self.updates += finite.float()
-        self._sums.zero_()
 
     def state_dict(self) -> dict[str, Any]:
         return {"ema": self.ema.tolist(), "updates": int(self.updates.item())}

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import io
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from smallgan.errors import SmallganError
 from smallgan.hub import PREFIX, _repo
-
-# What a pushed checkpoint folder keeps: the weights and what describes them, not the optimiser states.
-CHECKPOINT_FILES = ("G.safetensors", "D.safetensors", "G_ema.safetensors", "config.json", "class_names.json")
 
 
 def push_run(run: str | Path, repo: str, *, license: str = "", private: bool = False, token: str | None = None,
@@ -19,8 +15,9 @@ def push_run(run: str | Path, repo: str, *, license: str = "", private: bool = F
     """Upload run folder `run` to model repository `repo` (created when missing); returns the repository's URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from smallgan.checkpoint import latest_checkpoint
+    from smallgan.checkpoint import shared_files
     from smallgan.model_card import model_card, sample_grid_png
+    from smallgan.runs import latest_checkpoint
     from smallgan.sampling.export import GENERATOR_FILE, load_generator
 
     run = Path(run)
@@ -35,9 +32,7 @@ def push_run(run: str | Path, repo: str, *, license: str = "", private: bool = F
             files[f"best/{name}"] = run / "best" / name
     checkpoint = latest_checkpoint(run) if with_checkpoint else None
     if checkpoint is not None:
-        files.update({f"checkpoints/{checkpoint.name}/{f}": checkpoint / f for f in CHECKPOINT_FILES
-                      if (checkpoint / f).is_file()})
-        files[f"checkpoints/{checkpoint.name}/state.pt"] = _weights_only_state(checkpoint)
+        files.update({f"checkpoints/{checkpoint.name}/{f}": content for f, content in shared_files(checkpoint).items()})
     files["README.md"] = model_card(run, G, repo, license=license, files=sorted(files)).encode()
     api = HfApi(token=token)
     try:
@@ -61,15 +56,3 @@ def _hub_or_network_error(e: BaseException) -> bool:
 
     return isinstance(e, (HfHubHTTPError, OSError)) or type(e).__module__.split(".")[0].startswith("httpx")
 
-
-def _weights_only_state(checkpoint: Path) -> bytes:
-    """The checkpoint's state.pt without optimiser and loss-scaler states: what --init reads (its format version
-    and step), a fraction of the size. Loaded with torch.load(weights_only=True) like every state.pt."""
-    import torch
-
-    full = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)
-    kept = {k: full[k] for k in ("format_version", "step", "data") if k in full}
-    with tempfile.TemporaryFile() as f:
-        torch.save(kept, f)
-        f.seek(0)
-        return f.read()

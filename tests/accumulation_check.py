@@ -17,6 +17,7 @@ from smallgan.config import load_config
 from smallgan.losses import d_hinge
 from smallgan.registry import build_discriminator, build_generator
 from smallgan.regularizers import LeCam
+from smallgan.training.loss import GANLoss
 from smallgan.training.phases import GANPhases
 
 FULL_BATCH = 8
@@ -42,7 +43,7 @@ def accumulated_vs_full_gradient(accelerator, micro_batch: int = 2, lecam: float
     loss = d_hinge(real_logits, fake_logits)
     reg = None
     if lecam:
-        reg = LeCam(lecam, 0.9, accelerator)
+        reg = LeCam(0.9, accelerator)
         reg.ema.copy_(torch.tensor([0.05, -0.03]))   # anchors 0.5 and -0.3 after one debiased update
         reg.updates.fill_(1)
         a_real, a_fake = reg.anchors().tolist()
@@ -58,10 +59,13 @@ def accumulated_vs_full_gradient(accelerator, micro_batch: int = 2, lecam: float
     latent_batches = iter(zip(z[shard].split(micro_batch), fake_y[shard].split(micro_batch)))
     D_wrapped = accelerator.prepare(D)
     phases = GANPhases(accelerator=accelerator, G=G, D=D_wrapped, G_raw=G, D_raw=D, augment=DiffAugment(""),
-                       d_loss_name="hinge", micro_batch=micro_batch, accumulation=accumulation, lecam=reg)
+                       loss=GANLoss(d_hinge, lecam=lecam), micro_batch=micro_batch, accumulation=accumulation)
     phases._latents = lambda: next(latent_batches)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    phases.discriminator(lambda: next(real_batches), scaler)
+    result = phases.discriminator(lambda: next(real_batches), scaler, p=1.0,
+                                  anchors=reg.anchors() if reg is not None else None)
+    if reg is not None:
+        reg.update(result.real_logits, result.fake_logits)
     assert next(real_batches, None) is None  # every micro-batch was used once
 
     # Relative to each gradient's scale: sum-pooled D features make absolute values vary by layer.

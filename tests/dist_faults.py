@@ -30,10 +30,10 @@ def main() -> None:
     trainer.run()
     weights = {f"G.{k}": v for k, v in trainer.G.state_dict().items()}
     weights.update({f"D.{k}": v for k, v in trainer.D.state_dict().items()})
-    save_file({k: v.contiguous() for k, v in weights.items()}, str(out_dir / f"rank{trainer.rank}.safetensors"))
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(out_dir / f"rank{trainer.accelerator.process_index}.safetensors"))
     # What this worker exits with, as `smallgan train` decides it (torchrun does not report it after a SIGTERM).
     code = ExitCode.TERMINATED if trainer.stopping and trainer.stopping.signal == "SIGTERM" else ExitCode.FINISHED
-    (out_dir / f"rank{trainer.rank}.json").write_text(json.dumps({**vars(trainer.counters), "exit_code": code}))
+    (out_dir / f"rank{trainer.accelerator.process_index}.json").write_text(json.dumps({**vars(trainer.counters), "exit_code": code}))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()   # gloo's threads left running at exit can abort the process
     sys.exit(code)

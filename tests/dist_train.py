@@ -14,14 +14,14 @@ def main() -> None:
     out_dir = Path(sys.argv[1])
     cfg = load_config("tiny-cpu", [f"train.out_dir={out_dir}", "train.name=ddp", *sys.argv[2:]])
     trainer = train(cfg)
-    assert trainer.world == 2, trainer.world
-    rank = trainer.rank
+    assert trainer.accelerator.num_processes == 2, trainer.accelerator.num_processes
+    rank = trainer.accelerator.process_index
     weights = {f"G.{k}": v for k, v in trainer.G.state_dict().items()}
     weights.update({f"D.{k}": v for k, v in trainer.D.state_dict().items()})
     weights.update({f"EMA.{k}": v for k, v in trainer.ema.state_dict().items()})
-    weights["ADA.p"] = trainer.ada.p.reshape(1)   # the augmentation probability: one value on every process
-    if trainer.lecam is not None:
-        weights["LeCam.ema"] = trainer.lecam.ema
+    weights["ADA.p"] = trainer.state.ada.p.reshape(1)   # the augmentation probability: one value on every process
+    if trainer.state.lecam is not None:
+        weights["LeCam.ema"] = trainer.state.lecam.ema
     save_file({k: v.contiguous() for k, v in weights.items()}, str(out_dir / f"rank{rank}.safetensors"))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()   # gloo's threads left running at exit can abort the process

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.config import read_config
 from smallgan.errors import SmallganError
 from smallgan.training.loop import Trainer
@@ -73,5 +74,5 @@ def test_the_format_1_checkpoint_resumes_training(tmp_path):
     assert all(torch.equal(v, frozen["G"][k]) for k, v in trainer.G.state_dict().items())
     trainer.run()
     assert trainer.counters.step == 3
-    assert ckpt.latest_checkpoint(trainer.run_dir).name == "step-0000003"
+    assert runs.latest_checkpoint(trainer.run_dir).name == "step-0000003"
     assert not any(p.name.startswith(".") for p in FORMAT1.iterdir())      # the fixture is only read

@@ -18,9 +18,11 @@ from smallgan.errors import SmallganError
 from smallgan.layers.excitation import SkipLayerExcitation
 from smallgan.layers.fastgan_blocks import NoiseInjection, quadrant, resize
 from smallgan.layers.spectral_norm import SpectralNorm
+from smallgan.losses import D_LOSSES
 from smallgan.models import fastgan
 from smallgan.perceptual import VGG_FILE, build_lpips, resolve_vgg_weights, unit_normalize
 from smallgan.registry import build_discriminator, build_generator
+from smallgan.training.loss import GANLoss
 from smallgan.training.phases import GANPhases, optimizer_step
 
 
@@ -49,7 +51,8 @@ class L1Distance(nn.Module):
 
 def phases_for(G: nn.Module, D: nn.Module, perceptual: nn.Module | None, micro_batch: int = 2) -> GANPhases:
     return GANPhases(accelerator=Accelerator(cpu=True), G=G, D=D, G_raw=G, D_raw=D, augment=DiffAugment(""),
-                     d_loss_name="fastgan-hinge", micro_batch=micro_batch, accumulation=1, perceptual=perceptual)
+                     loss=GANLoss(D_LOSSES["fastgan-hinge"], perceptual=perceptual), micro_batch=micro_batch,
+                     accumulation=1)
 
 
 @pytest.fixture(autouse=True)
@@ -165,10 +168,10 @@ def test_reconstruction_loss_only_on_real_images() -> None:
     spy = L1Distance()
     phases = phases_for(G, D, spy)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    phases.discriminator(lambda: (real, torch.zeros(2, dtype=torch.long)), scaler)
+    result = phases.discriminator(lambda: (real, torch.zeros(2, dtype=torch.long)), scaler, p=1.0)
     assert len(spy.calls) == 3 and all(a.shape[0] == 2 for a, _ in spy.calls)
     assert torch.equal(spy.calls[0][1], resize(real, fastgan.small_size(64)))
-    assert phases.last_recon is not None and phases.last_recon > 0
+    assert result.terms["recon"] > 0
 
 
 def test_a_few_cpu_steps_reduce_the_reconstruction_loss_on_a_fixed_batch(random_lpips) -> None:
@@ -184,11 +187,11 @@ def test_a_few_cpu_steps_reduce_the_reconstruction_loss_on_a_fixed_batch(random_
     def recon() -> float:
         torch.manual_seed(1)   # the same quadrant each time
         with torch.no_grad():
-            return phases.reconstruction_loss(D(real, n_real=1)[1]).item()
+            return phases.loss.reconstruction(D(real, n_real=1)[1]).item()
 
     before = recon()
     for _ in range(3):
-        phases.discriminator(lambda: (real, y), scaler)
+        phases.discriminator(lambda: (real, y), scaler, p=1.0)
         assert float(optimizer_step(opt, scaler, list(D.parameters()))) == 0.0   # not skipped
     assert recon() < 0.95 * before
 
@@ -211,8 +214,8 @@ def test_ablation_switches_remove_the_parts() -> None:
     assert D_no_dec(x, n_real=1)[1] == []
     phases = phases_for(G, D_no_dec, None, micro_batch=1)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    loss = phases.discriminator(lambda: (x[:1], torch.zeros(1, dtype=torch.long)), scaler)
-    assert torch.isfinite(loss) and phases.last_recon == 0
+    result = phases.discriminator(lambda: (x[:1], torch.zeros(1, dtype=torch.long)), scaler, p=1.0)
+    assert torch.isfinite(result.loss) and "recon" not in result.terms
 
 
 def test_noise_injection_starts_off_and_adds_noise_once_learned() -> None:

@@ -30,9 +30,8 @@ def test_augment_p_applies_each_op_to_that_share_of_images():
 
 def _controller(**train_sets) -> AdaptiveAugment:
     cfg = load_config(None, [f"train.{k}={v}" for k, v in train_sets.items()])
-    augment = DiffAugment(cfg.train.diffaug, p=cfg.train.augment_start())
-    ada = AdaptiveAugment(augment, cfg.train, images_per_step=100, accelerator=Accelerator(cpu=True))
-    assert augment.p is ada.p                  # the augmentation reads the adapted value
+    ada = AdaptiveAugment(cfg.train, images_per_step=100, accelerator=Accelerator(cpu=True))
+    assert ada.strength is ada.p               # the augmentation is given the adapted value
     return ada
 
 
@@ -59,11 +58,11 @@ def test_p_rises_within_ten_steps_when_d_overfits_sixteen_images(tmp_path):
     images = (torch.rand(16, 3, 32, 32) * 255).to(torch.uint8)   # noise: D memorises it at once
     data = PreparedImages(images, torch.zeros(16, dtype=torch.long), [])
     trainer = Trainer(tiny(tmp_path, *ADA, "train.max_steps=10"), dataset=data)
-    assert trainer.ada.p.item() == 0.0
+    assert trainer.state.ada.p.item() == 0.0
     trainer.run()
     records = read_metrics(trainer.run_dir / "metrics.jsonl")
     assert all({"r_t", "augment_p"} <= set(r) for r in records)   # logged every interval
-    assert max(r["r_t"] for r in records) > 0.6 and trainer.ada.p.item() > 0
+    assert max(r["r_t"] for r in records) > 0.6 and trainer.state.ada.p.item() > 0
 
 
 @pytest.mark.slow
@@ -74,8 +73,8 @@ def test_p_and_lecam_averages_survive_an_exact_resume(tmp_path):
     second = train(tiny(tmp_path, *sets, "train.max_steps=6", name="resumed"), resume="latest")
     a, b = states(straight), states(second)
     assert not [k for k in a if not torch.equal(a[k], b[k])]
-    assert straight.ada.p.item() == second.ada.p.item() > 0
-    assert torch.equal(straight.lecam.ema, second.lecam.ema) and second.lecam.updates.item() == 6
+    assert straight.state.ada.p.item() == second.state.ada.p.item() > 0
+    assert torch.equal(straight.state.lecam.ema, second.state.lecam.ema) and second.state.lecam.updates.item() == 6
 
 
 def test_accumulated_d_gradient_with_lecam_equals_full_batch():
@@ -112,17 +111,16 @@ def test_adaptive_p_and_lecam_add_no_host_sync(tmp_path, monkeypatch):
     for _ in range(2):
         trainer.train_iteration()                # an adjustment of p and two LeCam updates each
     monkeypatch.undo()
-    assert not calls and trainer.lecam.updates.item() == 2
+    assert not calls and trainer.state.lecam.updates.item() == 2
 
 
 def test_a_non_finite_step_leaves_p_and_the_lecam_averages_finite():
     from smallgan.regularizers import LeCam
 
     ada = _controller(diffaug="translation", ada_target=0.6, augment_p=0.0, ada_interval=1, ada_kimg=1.0)
-    lecam = LeCam(0.3, 0.99, Accelerator(cpu=True))
+    lecam = LeCam(0.99, Accelerator(cpu=True))
     nan = torch.full((4,), float("nan"))
     ada.observe(nan)
     ada.end_iteration(1)
-    lecam.penalty(nan, nan, lecam.anchors())
-    lecam.end_step()
+    lecam.update([nan], [nan])
     assert torch.isfinite(ada.p) and torch.isfinite(lecam.anchors()).all() and lecam.updates.item() == 0

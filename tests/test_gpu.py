@@ -71,41 +71,41 @@ def test_fp16_scales_each_network_and_skips_an_overflow_step(tmp_path, device):
     trainer = Trainer(tiny(tmp_path, "train.precision=fp16", "train.max_steps=10"))
     assert trainer.accelerator.device.type == device
     assert trainer.precision == "fp16" and trainer.accelerator.mixed_precision == "fp16"
-    assert trainer.parts.g_scaler is not trainer.parts.d_scaler and trainer.parts.g_scaler.is_enabled() and trainer.parts.d_scaler.is_enabled()
+    assert trainer.state.g_scaler is not trainer.state.d_scaler and trainer.state.g_scaler.is_enabled() and trainer.state.d_scaler.is_enabled()
     trainer.train_iteration()                      # creates the scales (and may itself skip: 2^16 can overflow)
-    before = trainer.sync_counters()
+    before = trainer.state.sync()
     skipped_before, streak_before = (before.skipped_d, before.skipped_g), before.bad_streak
 
     # D's scale so large that its scaled gradients overflow in fp16; G's small enough for a normal step.
-    trainer.parts.d_scaler.update(new_scale=2.0**100)
-    trainer.parts.g_scaler.update(new_scale=2.0**8)
+    trainer.state.d_scaler.update(new_scale=2.0**100)
+    trainer.state.g_scaler.update(new_scale=2.0**8)
     d_before, g_before = params(trainer.D), params(trainer.G)
     d_opt_before = {i: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
-                    for i, s in enumerate(trainer.parts.d_opt.state.values())}
+                    for i, s in enumerate(trainer.state.d_opt.state.values())}
     losses = trainer.train_iteration()
     assert all(torch.isfinite(v).item() for v in losses.values())   # the forward is fine; the scaled grads are not
-    c = trainer.sync_counters()
+    c = trainer.state.sync()
     assert c.skipped_d - skipped_before[0] == trainer.cfg.train.d_steps and c.skipped_g == skipped_before[1]
     assert c.bad_streak == streak_before + 1
     assert same(params(trainer.D), d_before)                         # the skipped step left D as it was ...
-    for i, s in enumerate(trainer.parts.d_opt.state.values()):             # ... and Adam's moments and step count
+    for i, s in enumerate(trainer.state.d_opt.state.values()):             # ... and Adam's moments and step count
         assert all(torch.equal(v, d_opt_before[i][k]) if torch.is_tensor(v) else v == d_opt_before[i][k]
                    for k, v in s.items())
-    assert trainer.parts.d_scaler.get_scale() == 2.0**99                   # backed off by one halving
+    assert trainer.state.d_scaler.get_scale() == 2.0**99                   # backed off by one halving
     assert not same(params(trainer.G), g_before)                     # G has its own scaler: it stepped
-    assert trainer.parts.g_scaler.get_scale() == 2.0**8
+    assert trainer.state.g_scaler.get_scale() == 2.0**8
 
-    trainer.parts.d_scaler.update(new_scale=2.0**8)
+    trainer.state.d_scaler.update(new_scale=2.0**8)
     d_before = params(trainer.D)
     trainer.train_iteration()
-    c = trainer.sync_counters()
+    c = trainer.state.sync()
     assert c.bad_streak == 0 and not same(params(trainer.D), d_before)
 
 
 def test_bf16_training_steps(tmp_path, device):
     trainer = Trainer(tiny(tmp_path, "train.precision=bf16", "train.max_steps=3"))
     assert trainer.accelerator.device.type == device and trainer.accelerator.mixed_precision == "bf16"
-    assert all(isinstance(s, UnitScaler) for s in (trainer.parts.g_scaler, trainer.parts.d_scaler))
+    assert all(isinstance(s, UnitScaler) for s in (trainer.state.g_scaler, trainer.state.d_scaler))
     before = params(trainer.G) | {f"D.{k}": v for k, v in params(trainer.D).items()}
     trainer.run()
     after = params(trainer.G) | {f"D.{k}": v for k, v in params(trainer.D).items()}

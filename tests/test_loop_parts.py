@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from smallgan import checkpoint as ckpt
-from smallgan.config import ConfigError, TrainConfig, config_from_dict, load_config
+from smallgan import runs
+from smallgan.config import ConfigError, TrainConfig, config_from_dict, load_config, take_notes
 from smallgan.ema import HalfLife
 from smallgan.registry import Capabilities, build_discriminator, capabilities, capabilities_of
 from smallgan.training.loop import Trainer, train
@@ -60,12 +60,12 @@ def test_ema_decay_follows_a_half_life_in_images():
     assert HalfLife(halflife_kimg=0.0, images_per_step=8)(3) == 0.0            # 0: G itself
 
 
-def test_old_per_iteration_ema_keys_are_converted_with_a_note(capsys):
+def test_old_per_iteration_ema_keys_are_converted_with_a_note():
     cfg = load_config("tiny-cpu", ["train.ema_decay=0.99", "train.ema_start=50"])
     t = cfg.train
     assert t.ema_halflife_kimg == pytest.approx(16 * math.log(0.5) / math.log(0.99) / 1000)   # 1.1035
     assert t.ema_start_kimg == 0.8
-    notes = [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line]
+    notes = [line for line in take_notes(cfg) if "deprecated" in line]   # printed by the CLI or the Trainer
     assert len(notes) == 2 and "train.ema_halflife_kimg=1.103" in notes[0] and "ema_start_kimg=0.8" in notes[1]
     # Converted with the final batch and D steps, whatever the order of the settings.
     t = load_config("tiny-cpu", ["train.ema_decay=0.99", "train.batch=32", "train.d_steps=2"]).train
@@ -119,7 +119,7 @@ def test_a_run_stops_at_max_kimg(tmp_path, capsys):
     assert trainer.counters.step == 2
     assert read_metrics(trainer.run_dir / "metrics.jsonl")[-1]["kimg"] == 0.016
     assert "reached train.max_kimg=0.016" in capsys.readouterr().err
-    assert ckpt.latest_checkpoint(trainer.run_dir).name == "step-0000002"
+    assert runs.latest_checkpoint(trainer.run_dir).name == "step-0000002"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_a_checkpoint_with_the_old_per_iteration_ema_config_resumes_exactly(tmp_
     straight = train(tiny(tmp_path, "train.max_steps=3", name="straight"))
     first = train(tiny(tmp_path, "train.max_steps=2", name="old"))
     # Rewrite the checkpoint's saved config as before the schedules in images (state.pt has not changed).
-    saved_path = ckpt.latest_checkpoint(first.run_dir) / "config.json"
+    saved_path = runs.latest_checkpoint(first.run_dir) / "config.json"
     saved = json.loads(saved_path.read_text())
     for key in ("ema_halflife_kimg", "ema_rampup", "ema_start_kimg", "max_kimg"):
         del saved["train"][key]

@@ -16,6 +16,7 @@ import pytest
 from safetensors.torch import load_file
 
 from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.exit_codes import ExitCode
 from smallgan.training.stats import read_metrics
 from torchrun_retry import run_torchrun
@@ -33,7 +34,7 @@ def _launch(tmp_path, mode, *extra, env=None):
 
 
 def _steps(run):
-    return [int(p.name.split("-")[1]) for p in ckpt.list_checkpoints(run)]
+    return [int(p.name.split("-")[1]) for p in runs.list_checkpoints(run)]
 
 
 def _wait(predicate, proc, timeout=240.0):
@@ -83,7 +84,7 @@ def test_two_processes_resume_after_kills_and_stop_once_on_sigterm(tmp_path):
     assert proc.returncode != 0
     assert "removed 1 incomplete checkpoint write" in out and f"resumed from {run / 'checkpoints'}" in out
     assert "step-0000002 at step 2" in out.replace("\n", "")
-    for path in ckpt.list_checkpoints(run):            # whatever was being written, only whole checkpoints
+    for path in runs.list_checkpoints(run):            # whatever was being written, only whole checkpoints
         ckpt.load_checkpoint(path)
     newest = max(_steps(run))
 

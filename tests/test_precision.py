@@ -191,7 +191,7 @@ def test_the_trainer_uses_accelerates_mixed_precision_and_records_it(tmp_path, m
     assert cfg.train.precision == "auto"
     trainer = Trainer(cfg)
     assert trainer.precision == "bf16" and trainer.accelerator.mixed_precision == "bf16"
-    assert all(isinstance(s, UnitScaler) for s in (trainer.parts.g_scaler, trainer.parts.d_scaler))   # scalers are for fp16 only
+    assert all(isinstance(s, UnitScaler) for s in (trainer.state.g_scaler, trainer.state.d_scaler))   # scalers are for fp16 only
     trainer.run()
     assert "precision bf16 (auto: from Accelerate, ACCELERATE_MIXED_PRECISION=bf16)" in capsys.readouterr().err
     assert json.loads((trainer.run_dir / "config.json").read_text())["train"]["precision"] == "bf16"
@@ -222,11 +222,11 @@ def test_fused_adam_is_asked_of_pytorch_and_the_foreach_one_skips_bad_steps_too(
                                    f"train.out_dir={tmp_path}"])
     trainer = loop.Trainer(cfg)
     assert "no fused Adam" in capsys.readouterr().err
-    assert not any(g.get("fused") for g in trainer.parts.d_opt.param_groups)
+    assert not any(g.get("fused") for g in trainer.state.d_opt.param_groups)
     trainer.train_iteration()
     before = {k: v.clone() for k, v in trainer.D.named_parameters()}
     forward = trainer.D.forward
     trainer.D.forward = lambda x, y: forward(x, y) * float("nan")
     trainer.train_iteration()
     assert all(torch.equal(before[k], v) for k, v in trainer.D.named_parameters())
-    assert trainer.sync_counters().skipped_d == 1
+    assert trainer.state.sync().skipped_d == 1

@@ -12,6 +12,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.config import load_config
 from smallgan.ema import EMA, prepare_for_sampling
 from smallgan.layers.spectral_norm import SpectralNorm, power_iteration_
@@ -76,7 +77,7 @@ def test_exported_generator_has_unit_spectral_norms_and_its_own_batchnorm_statis
     spread = seen["x"].std((0, 2, 3))
     assert torch.all((measured - bn.running_mean).abs() <= 0.15 * spread + 1e-3)
     # The checkpoint's G_ema is the same prepared generator, so it samples like generator.safetensors.
-    weights, _, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(trainer.run_dir))
+    weights, _, _ = ckpt.load_checkpoint(runs.latest_checkpoint(trainer.run_dir))
     state = G.state_dict()
     assert all(torch.equal(weights["G_ema"][k], state[k]) for k in state)
 

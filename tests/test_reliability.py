@@ -19,6 +19,7 @@ import safetensors.torch
 import torch
 
 from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.config import ConfigError, load_config
 from smallgan.errors import SmallganError
 from smallgan.exit_codes import ExitCode
@@ -52,7 +53,7 @@ def _wait_for(predicate, timeout=120.0, proc=None):
 
 
 def _latest_step(run: Path) -> int:
-    latest = ckpt.latest_checkpoint(run)
+    latest = runs.latest_checkpoint(run)
     return int(latest.name.split("-")[1]) if latest else 0
 
 
@@ -74,7 +75,7 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint(tmp_path):
     run = tmp_path / "run"
     rng = random.Random(0)
     for trial in range(3):
-        resume = ["--resume"] if ckpt.latest_checkpoint(run) else []
+        resume = ["--resume"] if runs.latest_checkpoint(run) else []
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         proc = subprocess.Popen([*_train_cmd(tmp_path, "train.ckpt_every=1", "train.max_steps=100000"), *resume],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -83,7 +84,7 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint(tmp_path):
         time.sleep(rng.uniform(0.0, 0.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        complete = ckpt.list_checkpoints(run)
+        complete = runs.list_checkpoints(run)
         assert complete
         for path in complete:                      # every complete-looking checkpoint loads
             weights, state, _ = ckpt.load_checkpoint(path)
@@ -91,13 +92,13 @@ def test_sigkill_at_random_moments_never_leaves_a_bad_checkpoint(tmp_path):
         records = _strict_jsonl(run / "metrics.jsonl")
         assert records and all("step" in r for r in records)
     # Resume continues from the newest complete checkpoint (interrupted writes are cleaned up).
-    latest = ckpt.latest_checkpoint(run)
+    latest = runs.latest_checkpoint(run)
     step = int(latest.name.split("-")[1])
     r = subprocess.run([*_train_cmd(tmp_path, f"train.max_steps={step + 2}", "train.ckpt_every=1"), "--resume"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resumed from {latest}" in r.stderr.replace("\n", "")
-    assert ckpt.latest_checkpoint(run).name == f"step-{step + 2:07d}"
+    assert runs.latest_checkpoint(run).name == f"step-{step + 2:07d}"
     assert not list((run / "checkpoints").glob(".*"))
 
 
@@ -115,7 +116,7 @@ def test_sigterm_and_ctrl_c_save_a_checkpoint_and_exit_cleanly(tmp_path, sig):
     assert time.time() - t0 < 10, "took too long to stop"
     assert proc.returncode == (ExitCode.TERMINATED if sig == signal.SIGTERM else ExitCode.INTERRUPTED), out[-2000:]
     assert f"stopped by {sig.name}" in out
-    latest = ckpt.latest_checkpoint(run)
+    latest = runs.latest_checkpoint(run)
     assert latest is not None
     last_logged = _strict_jsonl(run / "metrics.jsonl")[-1]["step"]
     assert int(latest.name.split("-")[1]) == last_logged     # nothing trained after the last checkpoint is lost
@@ -147,10 +148,10 @@ def test_dying_while_old_checkpoints_are_deleted_leaves_only_complete_ones(tmp_p
     with pytest.raises(SystemExit):
         trainer.save_checkpoint()                        # step 3 written, deleting step 2 dies midway
     monkeypatch.setattr(ckpt.shutil, "rmtree", real_rmtree)
-    complete = ckpt.list_checkpoints(trainer.run_dir)
+    complete = runs.list_checkpoints(trainer.run_dir)
     assert [p.name for p in complete] == ["step-0000003"]
     ckpt.load_checkpoint(complete[0])
-    assert ckpt.remove_incomplete(trainer.run_dir)       # the half-deleted folder is swept at the next start
+    assert runs.remove_incomplete(trainer.run_dir)       # the half-deleted folder is swept at the next start
     assert not [p for p in (trainer.run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
@@ -175,7 +176,7 @@ def test_unwritable_run_folder_is_refused_before_training(tmp_path):
 @pytest.mark.slow
 def test_failed_checkpoint_write_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
     trainer = train(tiny(tmp_path, "train.max_steps=1"))
-    good = ckpt.latest_checkpoint(trainer.run_dir)
+    good = runs.latest_checkpoint(trainer.run_dir)
     trainer.train_iteration()
     calls = {"n": 0}
     real_save = safetensors.torch.save_file
@@ -191,7 +192,7 @@ def test_failed_checkpoint_write_leaves_no_partial_checkpoint(tmp_path, monkeypa
     with pytest.raises(SmallganError, match="No space left on device") as e:
         trainer.save_checkpoint()
     assert str(good) in str(e.value)
-    assert ckpt.list_checkpoints(trainer.run_dir) == [good]
+    assert runs.list_checkpoints(trainer.run_dir) == [good]
     assert not [p for p in (trainer.run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
     ckpt.load_checkpoint(good)  # still whole
 
@@ -268,7 +269,7 @@ def test_dataset_at_another_resolution_is_resized_on_load(tmp_path):
 
 def _checkpoint(tmp_path) -> Path:
     trainer = train(tiny(tmp_path, "train.max_steps=1", name="src"))
-    return ckpt.latest_checkpoint(trainer.run_dir)
+    return runs.latest_checkpoint(trainer.run_dir)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.config import load_config
 from smallgan.training.loop import Trainer, TrainingDiverged, train
 from smallgan.training.rollback import ABANDONED_FILE
@@ -75,12 +76,12 @@ def test_after_max_rollbacks_the_run_stops_with_its_checkpoints_intact(tmp_path)
         try:
             trainer.run()
         finally:
-            good = ckpt.list_checkpoints(trainer.run_dir)
+            good = runs.list_checkpoints(trainer.run_dir)
     assert [p.name for p in good] == ["step-0000002"]                              # nothing saved after trouble
     ckpt.load_checkpoint(good[0])
     assert trainer.counters.rollbacks == 2
     # Learning rates x 0.5 per rollback (the default train.rollback_lr_factor), compounded.
-    assert trainer.parts.g_opt.param_groups[0]["lr"] == pytest.approx(trainer.cfg.train.g_lr * 0.25)
+    assert trainer.state.g_opt.param_groups[0]["lr"] == pytest.approx(trainer.cfg.train.g_lr * 0.25)
     events = [r for r in read_metrics(trainer.run_dir / "metrics.jsonl") if r.get("event") == "rollback"]
     assert [(e["step"], e["rollback"], e["lr_scale"]) for e in events] == [(2, 1, 0.5), (2, 2, 0.25)]
 

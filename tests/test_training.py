@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from accumulation_check import accumulated_vs_full_gradient
 from torchrun_retry import run_torchrun
 from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.config import ConfigError, load_config
 from smallgan.sampling.export import load_generator
 from smallgan.training.loop import Trainer, TrainingDiverged, train
@@ -48,7 +49,7 @@ def test_training_steps_change_weights_and_log_finite_losses(tmp_path):
     assert all(torch.isfinite(torch.tensor([r["d_loss"], r["g_loss"]])).all() for r in records)
     assert records[1]["sv_G_max"] > 0 and records[1]["sv_D_max"] > 0       # collapse signal logged
     run = tmp_path / "run"
-    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000004"]
+    assert [p.name for p in runs.list_checkpoints(run)] == ["step-0000004"]
     assert (run / "generator.safetensors").is_file() and (run / "samples" / "step-0000004.png").is_file()
     # The EMA (started at step 2) is an average, not a copy of G.
     g_weights = [k for k in after if k.startswith("G.") and "original" in k]
@@ -95,11 +96,11 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
     after = states(trainer)
     weights = [k for k in before if not k.startswith("EMA.") and "original" in k]
     assert all(torch.equal(before[k], after[k]) for k in weights)          # nothing poisoned
-    counters = trainer.sync_counters()
+    counters = trainer.state.sync()
     assert counters.skipped_d == trainer.cfg.train.d_steps and counters.skipped_g == 1 and counters.bad_streak == 1
     with pytest.raises(TrainingDiverged, match="consecutive"):
         trainer.run()
-    assert ckpt.list_checkpoints(trainer.run_dir) == [good_ckpt]            # last good checkpoint intact
+    assert runs.list_checkpoints(trainer.run_dir) == [good_ckpt]            # last good checkpoint intact
     assert {p.name: p.read_bytes() for p in good_ckpt.iterdir()} == files_before
 
 
@@ -119,12 +120,12 @@ def test_torchrun_two_processes_with_tiny_cpu_as_shipped(tmp_path):
     r = run_torchrun(cmd, env, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "batch 16 = 8 x 1 accumulation x 2 process(es)" in r.stderr.replace("\n", "")
-    assert ckpt.latest_checkpoint(tmp_path / "tiny-cpu").name == "step-0000003"
+    assert runs.latest_checkpoint(tmp_path / "tiny-cpu").name == "step-0000003"
 
 
 def test_checkpoint_holds_everything_needed(tmp_path):
     trainer = train(tiny(tmp_path, "train.max_steps=2"))
-    weights, state, cfg = ckpt.load_checkpoint(ckpt.latest_checkpoint(trainer.run_dir))
+    weights, state, cfg = ckpt.load_checkpoint(runs.latest_checkpoint(trainer.run_dir))
     assert set(weights) == {"G", "D", "G_ema"}
     assert {"g_opt", "d_opt", "g_scaler", "d_scaler", "counters"} <= set(state)
     assert state["step"] == 2 and cfg == trainer.cfg
@@ -149,7 +150,7 @@ def test_evaluation_during_training_keeps_the_best_generator(tmp_path):
     G = load_generator(trainer.run_dir / "best", device="cpu").module
     assert G.resolution == 32
     # The tracker is part of the checkpoint: a resumed run does not forget its best.
-    _, state, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(trainer.run_dir))
+    _, state, _ = ckpt.load_checkpoint(runs.latest_checkpoint(trainer.run_dir))
     assert state["best"]["best"]["fid"] == winner["fid"]
 
 
@@ -165,7 +166,7 @@ def test_two_processes_end_identical_and_write_one_set_of_files(tmp_path):
     assert params and all(torch.equal(r0[k], r1[k]) for k in params)
     assert torch.equal(r0["ADA.p"], r1["ADA.p"]) and torch.equal(r0["LeCam.ema"], r1["LeCam.ema"])
     run = tmp_path / "ddp"
-    assert [p.name for p in ckpt.list_checkpoints(run)] == ["step-0000002", "step-0000003"]
+    assert [p.name for p in runs.list_checkpoints(run)] == ["step-0000002", "step-0000003"]
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["latest.png", "step-0000002.png", "step-0000003.png"]
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3]   # one writer
     assert not [p for p in run.rglob("*") if ".tmp" in p.name]
@@ -214,4 +215,4 @@ def test_no_host_sync_in_the_training_step(tmp_path):
     finally:
         torch.Tensor.item = original
     assert not calls
-    assert trainer.sync_counters().skipped_d == 0
+    assert trainer.state.sync().skipped_d == 0

@@ -62,7 +62,7 @@ def snapshot(module):
 def test_new_classes_start_from_the_pretrained_mean_and_everything_else_is_loaded(tmp_path, resolution):
     run, weights = converted(tmp_path, resolution)
     trainer = Trainer(finetune(tmp_path, run, resolution=resolution))   # builtin:shapes: 3 classes, the pretrained 5
-    assert trainer.n_classes == 3
+    assert trainer.cfg.model.n_classes == 3
     for net, module in (("G", trainer.G), ("D", trainer.D), ("G_ema", trainer.ema.shadow)):
         ours, theirs = module.state_dict(), weights[net]
         embedding = EMBEDDINGS["D" if net == "D" else "G"]
@@ -127,7 +127,7 @@ def test_freeze_d_and_g_norm_leave_frozen_weights_bit_identical(tmp_path, pretra
     later = [k for k in D0 if k.startswith("blocks.") and k.split(".")[1] not in first_two and "original" in k]
     assert any(not torch.equal(D0[k], D1[k]) for k in later)
     # The optimisers hold only what trains.
-    assert sum(p.numel() for g in trainer.parts.g_opt.param_groups for p in g["params"]) < \
+    assert sum(p.numel() for g in trainer.state.g_opt.param_groups for p in g["params"]) < \
         sum(p.numel() for p in trainer.G.parameters()) / 2
 
 

@@ -36,7 +36,7 @@ def test_mode_seeking_trains_g_on_pairs_of_one_class(tmp_path):
     hook.remove()
     g_phase = [y for grad, y in seen if grad]   # D's phase runs G without gradients
     assert g_phase and all(torch.equal(y[: len(y) // 2], y[len(y) // 2:]) for y in g_phase)
-    assert trainer.phases.mode_seeking == 1.0
+    assert trainer.phases.loss.mode_seeking == 1.0
 
 
 def test_mode_seeking_is_off_by_default_and_refuses_negative_weights():

@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from smallgan.checkpoint import save_checkpoint
 from smallgan.io import atomic_write_text
+from smallgan.runs import save_checkpoint
 from smallgan.sampling.export import GENERATOR_FILE, export_generator
 from smallgan.training.build import build_optimizers
 from smallgan.config import Config
@@ -42,7 +42,7 @@ def write_run(out: Path, converted: Converted) -> Path:
     cfg.recipe = out.name
     G, D, G_ema = converted.G, converted.D, converted.G_ema
     t = cfg.train
-    g_opt, d_opt = build_optimizers(G, D, t, torch.device("cpu"), note=lambda _: None)
+    g_opt, d_opt = build_optimizers(G, D, t, torch.device("cpu"))
     state = {
         # Adam as smallgan's trainer makes it at step 0, with the converted optimiser settings: the authors'
         # moments (G_optim.pth) are keyed by their parameter order and are not carried over.

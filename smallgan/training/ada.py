@@ -20,12 +20,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from smallgan.augment import DiffAugment
 from smallgan.config import TrainConfig
 
 
 class AdaptiveAugment:
-    def __init__(self, augment: DiffAugment, t: TrainConfig, images_per_step: int, accelerator: Any) -> None:
+    def __init__(self, t: TrainConfig, images_per_step: int, accelerator: Any) -> None:
         device = accelerator.device
         self.accelerator = accelerator
         self.target, self.interval = t.ada_target, t.ada_interval
@@ -34,8 +33,8 @@ class AdaptiveAugment:
         self.step_size = images_per_step * t.ada_interval / (t.ada_kimg * 1000)
         self.p_max = t.ada_p_max
         self.p = torch.tensor(t.augment_start(), device=device)
-        if self.adaptive:
-            augment.p = self.p          # shared: adjusted in place, read by D's and G's augmentations
+        # What DiffAugment applies: the adapted device scalar, else the fixed number (at 1 no masks are drawn).
+        self.strength: Tensor | float = self.p if self.adaptive else t.augment_start()
         self._pending = torch.zeros(2, device=device)    # sum of sign(D(real)), count: since the last adjustment
         self._iteration = torch.zeros(2, device=device)  # the same for this iteration only (the logs)
 

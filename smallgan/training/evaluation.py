@@ -12,19 +12,19 @@ from typing import Any
 
 from torch import nn
 
+from smallgan.checkpoint import GENERATOR_FILE, export_generator
 from smallgan.config import Config
 from smallgan.io import write_json
 from smallgan.metrics.best import BestTracker
-from smallgan.sampling.export import GENERATOR_FILE, export_generator
 from smallgan.sampling.generator import TrainedGenerator
+from smallgan.training.stats import MetricsLog
+from smallgan.training.tracking import log_scalars
 
 
 class QualityTracker:
-    def __init__(self, cfg: Config, data_path: Path | None, accelerator: Any, best_state: dict | None) -> None:
-        self.cfg, self.accelerator = cfg, accelerator
-        self.best = BestTracker()
-        if best_state:
-            self.best.load_state_dict(best_state)
+    def __init__(self, cfg: Config, data_path: Path | None, accelerator: Any, best: BestTracker) -> None:
+        """`best`: the training state's (it is checkpointed with the rest)."""
+        self.cfg, self.accelerator, self.best = cfg, accelerator, best
         self.extractor = None
         self.evaluator = None
         if cfg.train.eval_every:
@@ -37,9 +37,10 @@ class QualityTracker:
             self.evaluator = RunEvaluator(data_path, self.extractor, resolution=cfg.model.resolution,
                                           batch_size=cfg.eval.batch_size, accelerator=accelerator)
 
-    def evaluate(self, generator: nn.Module, step: int, run_dir: Path, class_names: list[str]) -> dict[str, float]:
-        """Metrics of `generator` (the EMA copy, prepared for sampling); exports it to best/ on a new best.
-        All processes call it."""
+    def evaluate(self, generator: nn.Module, step: int, run_dir: Path, class_names: list[str],
+                 log: MetricsLog | None) -> str:
+        """Metrics of `generator` (the EMA copy, prepared for sampling), to `log` and the trackers; exports it to
+        best/ on a new best. All processes call it; returns the line that shows the numbers."""
         e, cfg = self.cfg.eval, self.cfg
         # The same latents at every evaluation, so successive numbers differ only by the generator.
         results = self.evaluator.evaluate(TrainedGenerator(generator, cfg, class_names, step=step), n=e.n,
@@ -49,4 +50,8 @@ class QualityTracker:
             best_dir = Path(run_dir) / "best"
             export_generator(best_dir / GENERATOR_FILE, generator, cfg, class_names, step)
             write_json(best_dir / "best.json", {"metric": e.best, "value": results[e.best], "step": step, **results})
-        return results
+        if log is not None:
+            log.write({"event": "eval", "step": step, "extractor": self.extractor.name, **results})
+        log_scalars(self.accelerator, results, step)   # FID/KID beside the losses, at the same steps
+        shown = ", ".join(f"{k} {results[k]:.4g}" for k in e.metrics if k in results)
+        return f"step {step} eval ({results['n_fake']} images): {shown}"

@@ -5,17 +5,18 @@ the loop's only regular host syncs."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.config import Config
 from smallgan.errors import TrainingDiverged
 from smallgan.layers.spectral_norm import top_singular_values
-from smallgan.training.state import TrainState
+from smallgan.training.state import Counters
 from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput, log_line
 from smallgan.training.tracking import log_scalars, peak_memory_mb
 
@@ -23,16 +24,17 @@ from smallgan.training.tracking import log_scalars, peak_memory_mb
 class Reporter:
     """Log intervals of one training session; `log` is None on all processes but the main one."""
 
-    def __init__(self, cfg: Config, state: TrainState, *, console: Console, total_steps: int, images_per_step: int,
-                 loss_keys: list[str], networks: tuple[nn.Module, nn.Module]) -> None:
-        self.t, self.state, self.console = cfg.train, state, console
-        self.accelerator, self.run_dir, self.is_main = state.accelerator, state.run_dir, state.is_main
+    def __init__(self, cfg: Config, accelerator: Any, run_dir: Path, *, console: Console, start_step: int,
+                 total_steps: int, images_per_step: int, loss_keys: list[str],
+                 networks: tuple[nn.Module, nn.Module]) -> None:
+        self.t, self.accelerator, self.run_dir, self.console = cfg.train, accelerator, run_dir, console
+        self.is_main = accelerator.is_main_process
         self.total_steps, self.images_per_step = total_steps, images_per_step
         self.G, self.D = networks
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl") if self.is_main else None
-        self.progress = ProgressLine(console, total_steps, state.counters.step, enabled=self.is_main)
+        self.log = MetricsLog(run_dir / "metrics.jsonl") if self.is_main else None
+        self.progress = ProgressLine(console, total_steps, start_step, enabled=self.is_main)
         self.spikes, self.speed = SpikeDetector(), Throughput()
-        self.sums = {k: torch.zeros((), device=self.accelerator.device) for k in loss_keys}
+        self.sums = {k: torch.zeros((), device=accelerator.device) for k in loss_keys}
         self.since_log = 0
 
     def __enter__(self) -> Reporter:
@@ -43,21 +45,26 @@ class Reporter:
         if self.log is not None:
             self.log.close()
 
-    def iteration(self, losses: dict[str, Tensor]) -> bool:
-        """Account for the iteration just done and report at a log interval; returns whether it was one."""
-        t, c = self.t, self.state.counters
+    def add(self, losses: dict[str, Tensor], step: int) -> bool:
+        """Account for iteration `step`, just done (device tensors, no host sync); returns whether it ends a log
+        interval, when the loop calls :meth:`report`."""
         for k, v in self.sums.items():
             v += losses[k]
         self.since_log += 1
         self.speed.add(self.images_per_step)
-        if not (c.step % t.log_every == 0 or c.step == self.total_steps):
-            self.progress.update(c.step, "", log_line=False)
-            return False
-        # Skipped steps never touched the weights; the streak is read here, not every step.
-        if self.state.sync().bad_streak >= t.max_bad_steps:
+        due = step % self.t.log_every == 0 or step == self.total_steps
+        if not due:
+            self.progress.update(step, "", log_line=False)
+        return due
+
+    def report(self, c: Counters) -> None:
+        """The log interval ending now, with the counters (synced from the device); raises TrainingDiverged
+        after train.max_bad_steps skipped iterations in a row (skipped steps never touched the weights)."""
+        t = self.t
+        if c.bad_streak >= t.max_bad_steps:
             raise TrainingDiverged(
                 f"{c.bad_streak} consecutive steps with non-finite gradients at step {c.step}; "
-                f"stopped. Last good checkpoint: {ckpt.latest_checkpoint(self.run_dir) or 'none'}. "
+                f"stopped. Last good checkpoint: {runs.latest_checkpoint(self.run_dir) or 'none'}. "
                 "Lower the learning rates, or use train.precision=bf16 instead of fp16"
             )
         record: dict[str, Any] = {k: (v / self.since_log).item() for k, v in self.sums.items()}
@@ -72,29 +79,28 @@ class Reporter:
             v.zero_()
         self.since_log = 0
         if t.sv_every and c.step % t.sv_every == 0:
-            record.update(self._singular_values())
+            record.update(self._singular_values(c.step))
         if self.log is not None:
             self.log.write(record)
         log_scalars(self.accelerator, record, c.step)
         self.progress.update(c.step, log_line(record, self.total_steps), log_line=True)
-        return True
 
-    def rewound(self) -> None:
-        """After a rollback (training/rollback.py): forget what the abandoned iterations added up."""
+    def rewound(self, step: int) -> None:
+        """After a rollback to `step` (training/rollback.py): forget what the abandoned iterations added up."""
         for v in self.sums.values():
             v.zero_()
         self.since_log = 0
         self.spikes, self.speed = SpikeDetector(), Throughput()
-        self.progress.update(self.state.counters.step, "rolled back", log_line=False)
+        self.progress.update(step, "rolled back", log_line=False)
 
-    def _singular_values(self) -> dict[str, Any]:
+    def _singular_values(self, step: int) -> dict[str, Any]:
         values = {f"G.{k}": v for k, v in top_singular_values(self.G).items()}
         values.update({f"D.{k}": v for k, v in top_singular_values(self.D).items()})
         jumped = self.spikes.update(values)
         if jumped and self.is_main:
             self.console.print(
                 f"[yellow]warning:[/] top singular value jumped in {', '.join(jumped[:4])} at step "
-                f"{self.state.counters.step}: BigGAN's sign of imminent collapse (keep the last checkpoints)"
+                f"{step}: BigGAN's sign of imminent collapse (keep the last checkpoints)"
             )
         return {"sv_G_max": max((v for k, v in values.items() if k.startswith("G.")), default=0.0),
                 "sv_D_max": max((v for k, v in values.items() if k.startswith("D.")), default=0.0),

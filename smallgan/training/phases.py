@@ -14,7 +14,7 @@ different times, and one shared scale would be updated twice per iteration; with
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -22,10 +22,20 @@ from torch import Tensor, nn
 
 from smallgan.augment import DiffAugment
 from smallgan.latents import sample_latents
-from smallgan.losses import D_LOSSES, g_hinge, r1_penalty
-from smallgan.losses import mode_seeking as mode_seeking_loss
 from smallgan.registry import capabilities_of
-from smallgan.regularizers import LeCam, orthogonal_regularization
+from smallgan.training.loss import GANLoss, Terms, total
+
+
+@dataclass
+class PhaseResult:
+    """What one D or G optimiser step computed: each term's value averaged over the micro-batches (unweighted,
+    device scalars), the total loss (weighted), and D's logits per micro-batch (D steps: the r_t gauge and
+    LeCam's anchors are made from them)."""
+
+    loss: Tensor
+    terms: dict[str, Tensor]
+    real_logits: list[Tensor] = field(default_factory=list)
+    fake_logits: list[Tensor] = field(default_factory=list)
 
 
 @dataclass
@@ -36,28 +46,17 @@ class GANPhases:
     G_raw: nn.Module                 # the same modules unwrapped: used frozen in the other phase, so DDP
     D_raw: nn.Module                 #   never sees a forward whose gradients it will not reduce
     augment: DiffAugment
-    d_loss_name: str
+    loss: GANLoss
     micro_batch: int
     accumulation: int
-    r1_gamma: float = 0.0
-    ortho_beta: float = 0.0
-    perceptual: nn.Module | None = None   # LPIPS, for a D that reconstructs real images (FastGAN)
-    recon_weight: float = 1.0
     # D is told how many leading images are real (registry.Capabilities); None: as D's architecture registers.
     splits_real_fake: bool | None = None
-    # Few-shot regularisers: sees D's logits on each real micro-batch (the r_t gauge, training/ada.py), and
-    # LeCam's penalty on D (regularizers.py); None = neither.
-    observe_real: Callable[[Tensor], None] | None = None
-    lecam: LeCam | None = None
-    mode_seeking: float = 0.0        # weight of MSGAN's term in G's loss (losses.mode_seeking); 0 = off
 
     def __post_init__(self) -> None:
-        self.d_loss = D_LOSSES[self.d_loss_name]
         self.z_dim: int = self.G_raw.z_dim
         self.n_classes: int = self.G_raw.n_classes
         if self.splits_real_fake is None:
             self.splits_real_fake = capabilities_of(self.D_raw).splits_real_fake
-        self.last_recon: Tensor | None = None  # mean reconstruction loss of the last D step, for the logs
         # What of D trains (all of it unless fine-tuning froze blocks, train.freeze_d): the G phase freezes it
         # and gives back exactly this set.
         self._d_trainable = [p for p in self.D_raw.parameters() if p.requires_grad]
@@ -73,12 +72,12 @@ class GANPhases:
     def _latents(self) -> tuple[Tensor, Tensor]:
         return sample_latents(self.micro_batch, self.z_dim, self.n_classes, device=self.accelerator.device)
 
-    def discriminator(self, reals: Callable[[], tuple[Tensor, Tensor]], scaler: torch.amp.GradScaler) -> Tensor:
-        """Accumulate D's gradients for one optimiser step; returns the mean loss (a device tensor)."""
+    def discriminator(self, reals: Callable[[], tuple[Tensor, Tensor]], scaler: torch.amp.GradScaler, *,
+                      p: Tensor | float, r1: bool = False, anchors: Tensor | None = None) -> PhaseResult:
+        """Accumulate D's gradients for one optimiser step. `p`: DiffAugment's probability now; `r1`: whether
+        this step computes R1 (GANLoss.r1_due); `anchors`: LeCam's, when it is on."""
         self._d_trains(True)
-        total = torch.zeros((), device=self.accelerator.device)
-        recon_total = torch.zeros((), device=self.accelerator.device)
-        anchors = self.lecam.anchors() if self.lecam is not None else None   # the same for every micro-batch
+        sums, real_out, fake_out = _Sums(self.accelerator.device), [], []
         for i in range(self.accumulation):
             x_real, y_real = reals()
             z, y_fake = self._latents()
@@ -88,81 +87,60 @@ class GANPhases:
                 with self.accelerator.autocast():
                     # Real and fake in one D forward: one batch through DDP per micro-batch, avoiding the
                     # buffer-broadcast in-place error of two forwards (accelerate-gan.md).
-                    x = torch.cat([x_real, fake.to(x_real.dtype)])
-                    x = self.augment(x)
-                    if self.r1_gamma > 0:
+                    x = self.augment(torch.cat([x_real, fake.to(x_real.dtype)]), p=p)
+                    if r1:
                         x.requires_grad_(True)
                     y = torch.cat([y_real, y_fake])
                     if self.splits_real_fake:
                         logits, pairs = self.D(x, y, n_real=x_real.shape[0])
                     else:
                         logits, pairs = self.D(x, y), []
-                    logits = logits.float()
-                    real_logits, fake_logits = logits.split([x_real.shape[0], fake.shape[0]])
-                    loss = self.d_loss(real_logits, fake_logits)
-                    if self.observe_real is not None:
-                        self.observe_real(real_logits)
-                    if self.lecam is not None:
-                        loss = loss + self.lecam.penalty(real_logits, fake_logits, anchors)
-                    if pairs:
-                        recon = self.reconstruction_loss(pairs)
-                        loss = loss + self.recon_weight * recon
-                        recon_total += recon.detach()
-                    if self.r1_gamma > 0:
-                        loss = loss + 0.5 * self.r1_gamma * r1_penalty(real_logits, x)
+                    real_logits, fake_logits = logits.float().split([x_real.shape[0], fake.shape[0]])
+                    terms = self.loss.d_terms(real_logits, fake_logits, inputs=x if r1 else None, pairs=pairs,
+                                              anchors=anchors)
+                    loss = total(terms)
                 scaler.scale(loss / self.accumulation).backward()
-            total += loss.detach()
-        if self.lecam is not None:
-            self.lecam.end_step()
-        self.last_recon = recon_total / self.accumulation
-        return total / self.accumulation
+            sums.add(loss, terms)
+            real_out.append(real_logits.detach())
+            fake_out.append(fake_logits.detach())
+        return PhaseResult(*sums.means(self.accumulation), real_logits=real_out, fake_logits=fake_out)
 
-    def reconstruction_loss(self, pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
-        """FastGAN's L_recons (sec. 3.2): per decoder the mean perceptual distance to its target, summed."""
-        if self.perceptual is None:
-            raise ValueError("the discriminator reconstructs real images but GANPhases has no perceptual loss")
-        return sum(self.perceptual(decoded, target).float().mean() for decoded, target in pairs)
-
-    def generator(self, scaler: torch.amp.GradScaler) -> Tensor:
-        """Accumulate G's gradients for one optimiser step; returns the mean loss (a device tensor)."""
+    def generator(self, scaler: torch.amp.GradScaler, *, p: Tensor | float) -> PhaseResult:
+        """Accumulate G's gradients for one optimiser step (`p`: DiffAugment's probability now)."""
         # Freeze D so G's backward does not leave gradients in D's .grad (StyleGAN2-ADA does the same).
         self._d_trains(False)
-        total = torch.zeros((), device=self.accelerator.device)
+        sums = _Sums(self.accelerator.device)
         try:
             for i in range(self.accumulation):
                 z, y = self._latents()
-                if self.mode_seeking > 0:   # pairs (i, i + n/2) of one class: the term compares them
-                    half = len(y) // 2
-                    y = torch.cat([y[:half], y[:half], y[2 * half:]])
+                y = self.loss.g_labels(y)
                 with self._sync_context(self.G, i):
                     with self.accelerator.autocast():
                         fake = self.G(z, y)
-                        loss = g_hinge(self.D_raw(self.augment(fake), y).float())
-                        if self.mode_seeking > 0:
-                            loss = loss + self.mode_seeking * mode_seeking_loss(fake, z)
+                        terms = self.loss.g_terms(self.D_raw(self.augment(fake, p=p), y).float(), fake, z)
+                        loss = total(terms)
                     scaler.scale(loss / self.accumulation).backward()
-                total += loss.detach()
+                sums.add(loss, terms)
         finally:
             self._d_trains(True)
-        return total / self.accumulation
+        loss, terms = sums.means(self.accumulation)
+        return PhaseResult(loss=loss, terms=terms)
 
-    def add_orthogonal_gradient(self) -> None:
-        """Add the gradient of BigGAN's orthogonal regulariser (sec. 3.1) to G's unscaled gradients.
 
-        It depends only on G's weights, identical on every process, so it is added after DDP's all-reduce
-        with ``autograd.grad`` (which does not fire DDP's gradient hooks) instead of through a loss.
-        """
-        if self.ortho_beta <= 0:
-            return
-        params = [p for p in self.G_raw.parameters() if p.requires_grad]
-        with torch.autocast(device_type=self.accelerator.device.type, enabled=False):
-            reg = orthogonal_regularization(self.G_raw, self.ortho_beta)
-        if not reg.requires_grad:
-            return
-        grads = torch.autograd.grad(reg, params, allow_unused=True)
-        for p, g in zip(params, grads):
-            if g is not None:
-                p.grad = g if p.grad is None else p.grad.add_(g)
+class _Sums:
+    """Running sums of a phase's loss and terms on the device (no host sync)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.terms: dict[str, Tensor] = {}
+
+    def add(self, loss: Tensor, terms: Terms) -> None:
+        self.loss += loss.detach()
+        for name, (_, value) in terms.items():
+            self.terms[name] = self.terms.get(name, 0) + value.detach()
+
+    def means(self, n: int) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.loss / n, {name: v / n for name, v in self.terms.items()}
 
 
 class UnitScaler(torch.amp.GradScaler):
@@ -202,7 +180,7 @@ def non_finite(params: list[nn.Parameter]) -> Tensor:
 def optimizer_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    params: list[nn.Parameter],
+    params: list[nn.Parameter] | None = None,
     before_step: Callable[[], None] | None = None,
 ) -> Tensor:
     """Unscale, check, step. Returns a device scalar: 1.0 when the step was skipped (non-finite gradients).
@@ -212,8 +190,10 @@ def optimizer_step(
     leaves weights, moments and its step count untouched, so no case costs a host sync (the loop reads the
     skip counters at log intervals). With fp16 the scaler also lowers its scale. The returned flag is
     measured here on the same unscaled gradients (public API only). A disabled scaler or an unfused
-    optimiser costs one host sync a step.
+    optimiser costs one host sync a step. `params`: those whose gradients are checked; None: the optimiser's.
     """
+    if params is None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
     if scaler.is_enabled():
         scaler.unscale_(optimizer)
         skipped = non_finite(params)

@@ -42,21 +42,24 @@ def enable_activation_checkpointing(model: nn.Module) -> int:
     return len(blocks)
 
 
-def apply_speed_options(G: nn.Module, D: nn.Module, train_cfg, device: torch.device, note) -> None:
-    """channels_last, activation checkpointing and torch.compile, in that order, as the config asks."""
+def apply_speed_options(G: nn.Module, D: nn.Module, train_cfg, device: torch.device) -> list[str]:
+    """channels_last, activation checkpointing and torch.compile, in that order, as the config asks; returns
+    notes on what could not be applied."""
+    notes = []
     if train_cfg.channels_last:
         G.to(memory_format=torch.channels_last)
         D.to(memory_format=torch.channels_last)
     if train_cfg.activation_checkpointing:
         n = enable_activation_checkpointing(G) + enable_activation_checkpointing(D)
         if n == 0:
-            note("train.activation_checkpointing: this architecture exposes no blocks; ignored")
+            notes.append("train.activation_checkpointing: this architecture exposes no blocks; ignored")
     if train_cfg.compile:
         backend = train_cfg.compile_backend
         reason = compiler_unavailable(device) if backend == "inductor" else None   # the others generate no code
         if reason:
-            note(f"train.compile: {reason}; training without compilation")
+            notes.append(f"train.compile: {reason}; training without compilation")
         else:
             # Module.compile() compiles in place: state_dict keys stay free of `_orig_mod.` prefixes.
             G.compile(backend=backend)
             D.compile(backend=backend)
+    return notes

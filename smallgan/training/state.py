@@ -1,23 +1,29 @@
-"""A run's progress and its checkpoints: the counters, which checkpoint ``--resume`` means, and saving and
-loading everything a resumed run needs to replay the same trajectory (weights, optimisers, loss scalers,
-counters, and each process's position in the real-image stream)."""
+"""The training state, with one owner: everything a checkpoint holds and a resumed run continues from (G, D,
+G's EMA, their optimisers and loss scalers, the counters, the few-shot state: ADA's p and LeCam's anchors,
+the best evaluation so far, the data the run belongs to), with ``state_dict`` / ``load_state_dict``; and the
+checkpoint save and resume of that state (rollback, rollback.py, is one more function of it).
+
+A resumed run replays the same trajectory: the counters say how far the run got and where each process is in
+the real-image stream, and every random draw of an iteration derives from them (loop.py).
+"""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from rich.console import Console
 from torch import nn
 
 from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.config import Config, ModelConfig
-from smallgan.errors import SmallganError
-from smallgan.sampling.export import GENERATOR_FILE, export_generator
-from smallgan.training.build import Parts
+from smallgan.ema import EMA
+from smallgan.metrics.best import BestTracker
+from smallgan.regularizers import LeCam
+from smallgan.training.ada import AdaptiveAugment
+from smallgan.training.phases import PhaseResult
 
 
 @dataclass
@@ -35,50 +41,19 @@ class Counters:
 DEVICE_COUNTERS = ("skipped_d", "skipped_g", "bad_streak")
 
 
-def checkpoint_to_resume(resume: str | Path) -> Path:
-    """The checkpoint a --resume path names: a run folder's latest checkpoint, or a checkpoint folder itself."""
-    path = Path(resume)
-    if (path / "checkpoints").is_dir() or (path / "config.json").is_file() and not (path / "state.pt").is_file():
-        latest = ckpt.latest_checkpoint(path)
-        if latest is None:
-            raise SmallganError(f"--resume {resume}: this run folder has no checkpoint yet; start it without --resume")
-        return latest
-    if not path.is_dir():
-        raise SmallganError(f"--resume {resume}: no such folder; pass a run folder (runs/NAME) or one of its "
-                            "checkpoints (runs/NAME/checkpoints/step-*)")
-    return path
-
-
-def resume_path(run_dir: Path, resume: str | None, overwrite: bool, accelerator: Any,
-                console: Console) -> Path | None:
-    """The checkpoint to resume from (None: a new run). `resume`: "auto" (the CLI's default) continues the latest
-    checkpoint of `run_dir` when there is one, else starts; "latest" the same, with a note when there is none;
-    a run folder or a checkpoint folder continues that. None starts a new run and refuses an existing one.
-    `overwrite` starts over whatever `resume` says, removing the run's checkpoints."""
-    existing = ckpt.latest_checkpoint(run_dir)
-    if overwrite or resume in (None, ""):
-        if existing is not None and not overwrite:
-            raise SmallganError(
-                f"run folder {run_dir} already has checkpoints; continue it with --resume, start over with "
-                "--overwrite, or pick another --name"
-            )
-        if existing is not None and accelerator.is_main_process:
-            shutil.rmtree(ckpt.checkpoint_dir(run_dir), ignore_errors=True)
-        accelerator.wait_for_everyone()
-        return None
-    if resume in ("auto", "latest"):
-        if existing is None and resume == "latest" and accelerator.is_main_process:
-            console.print(f"note: no checkpoint in {run_dir} yet; starting a new run")
-        return existing
-    return checkpoint_to_resume(resume)
-
-
 class TrainState:
-    """The counters and the parts a checkpoint holds, and their save and load."""
+    """The trained networks, their optimisers and scalers, the counters and the few-shot state of one process."""
 
-    def __init__(self, parts: Parts, accelerator: Any, run_dir: Path, console: Console) -> None:
-        self.parts, self.accelerator, self.run_dir, self.console = parts, accelerator, run_dir, console
-        self.is_main = accelerator.is_main_process
+    def __init__(self, G: nn.Module, D: nn.Module, ema: EMA, optimizers: tuple[torch.optim.Optimizer, ...],
+                 scalers: tuple[torch.amp.GradScaler, ...], *, ada: AdaptiveAugment, lecam: LeCam | None,
+                 data: dict[str, Any], accelerator: Any) -> None:
+        self.G, self.D, self.ema = G, D, ema
+        self.g_opt, self.d_opt = optimizers
+        self.g_scaler, self.d_scaler = scalers
+        self.ada, self.lecam = ada, lecam
+        self.best = BestTracker()
+        self.data = data                        # runs.data_record of the images this run trains on
+        self.accelerator = accelerator
         self.counters = Counters()
         self.on_device: dict[str, torch.Tensor] = {}
         self._to_device()
@@ -94,78 +69,87 @@ class TrainState:
             setattr(self.counters, name, int(value.item()))
         return self.counters
 
-    def load(self, path: Path, model_cfg: ModelConfig, data: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Restore a checkpoint trained with the same model settings (and, given `data`, on the same data: see
-        check_same_data); returns its state (optimisers, counters...)."""
-        weights, state, saved_cfg = ckpt.load_checkpoint(path)
-        if data is not None:
-            check_same_data(path.parent.parent, state, data)
-        if saved_cfg.model != model_cfg:
-            diff = [k for k in vars(saved_cfg.model) if getattr(saved_cfg.model, k) != getattr(model_cfg, k)]
-            raise SmallganError(
-                f"checkpoint {path} was trained with other model settings ({', '.join('model.' + k for k in diff)}); "
-                "resume with the same recipe and --set options"
-            )
-        p = self.parts
-        for name, module in (("G", p.G), ("D", p.D), ("G_ema", p.ema.shadow)):
-            if name not in weights:
-                raise SmallganError(f"checkpoint {path} has no {name}.safetensors; it is incomplete")
-            ckpt.load_into(module, weights[name], path / f"{name}.safetensors")
-        p.g_opt.load_state_dict(state["g_opt"])
-        p.d_opt.load_state_dict(state["d_opt"])
-        p.g_scaler.load_state_dict(state["g_scaler"])
-        p.d_scaler.load_state_dict(state["d_scaler"])
+    def observe(self, result: PhaseResult) -> None:
+        """Account for a D step's logits: ADA's r_t gauge, then LeCam's anchors for the next step."""
+        for logits in result.real_logits:
+            self.ada.observe(logits)
+        if self.lecam is not None:
+            self.lecam.update(result.real_logits, result.fake_logits)
+
+    # ------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """state.pt of a checkpoint. Every process must call it: the stream positions and ADA's pending sums are
+        gathered over the processes."""
+        self.sync()
+        seen = torch.tensor([self.counters.real_seen], device=self.accelerator.device)
+        real_seen_by_rank = self.accelerator.gather(seen).tolist()
+        fewshot = {"ada": self.ada.state_dict(), **({"lecam": self.lecam.state_dict()} if self.lecam else {})}
+        return {
+            "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
+            "g_scaler": self.g_scaler.state_dict(), "d_scaler": self.d_scaler.state_dict(),
+            "counters": vars(self.counters), "real_seen_by_rank": real_seen_by_rank,
+            "world": self.accelerator.num_processes, "best": self.best.state_dict(), "fewshot": fewshot,
+            "data": self.data,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Optimisers, scalers, counters (this process's stream position when the number of processes is the
+        same), few-shot state and the best evaluation of a state.pt; the weights are :meth:`load_weights`'."""
+        self.g_opt.load_state_dict(state["g_opt"])
+        self.d_opt.load_state_dict(state["d_opt"])
+        self.g_scaler.load_state_dict(state["g_scaler"])
+        self.d_scaler.load_state_dict(state["d_scaler"])
         c = state["counters"]
         self.counters = Counters(**{k: c[k] for k in vars(Counters()) if k in c})
         acc = self.accelerator
         if "real_seen_by_rank" in state and acc.num_processes == state.get("world", 1):
             self.counters.real_seen = state["real_seen_by_rank"][acc.process_index]
         self._to_device()
-        if self.is_main:
-            self.console.print(f"resumed from {path} at step {self.counters.step} (--overwrite starts over)")
-        return state
+        fewshot = state.get("fewshot", {})
+        if "ada" in fewshot:
+            self.ada.load_state_dict(fewshot["ada"])
+        if self.lecam is not None and "lecam" in fewshot:
+            self.lecam.load_state_dict(fewshot["lecam"])
+        if state.get("best"):
+            self.best.load_state_dict(state["best"])
 
-    def save(self, cfg: Config, class_names: list[str], sampling_generator: Callable[[], nn.Module],
-             extra: dict[str, Any]) -> Path | None:
-        """Every process takes part (gathers the stream positions); only the main one writes. `extra`: more
-        entries of state.pt; `sampling_generator`: the EMA generator as exported, made on the main process."""
-        self.sync()
-        seen = torch.tensor([self.counters.real_seen], device=self.accelerator.device)
-        real_seen_by_rank = self.accelerator.gather(seen).tolist()
-        if not self.is_main:
-            return None
-        p = self.parts
-        state = {
-            "g_opt": p.g_opt.state_dict(), "d_opt": p.d_opt.state_dict(),
-            "g_scaler": p.g_scaler.state_dict(), "d_scaler": p.d_scaler.state_dict(),
-            "counters": vars(self.counters), "real_seen_by_rank": real_seen_by_rank,
-            "world": self.accelerator.num_processes, **extra,
-        }
-        # G_ema is saved prepared for sampling: its parameters are the average that training resumes from, and
-        # its buffers are overwritten from G at the next EMA update anyway.
-        G_ema = sampling_generator()
-        weights = {"G": p.G.state_dict(), "D": p.D.state_dict(), "G_ema": G_ema.state_dict()}
-        path = ckpt.save_checkpoint(self.run_dir, self.counters.step, weights, state, cfg,
-                                    cfg.train.keep_ckpts, class_names=class_names)
-        export_generator(self.run_dir / GENERATOR_FILE, G_ema, cfg, class_names, self.counters.step)
-        return path
+    def weights(self, G_ema: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+        """The checkpoint's weights; `G_ema`: the EMA generator prepared for sampling (its parameters are the
+        average that training resumes from, its buffers are overwritten from G at the next EMA update)."""
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": G_ema.state_dict()}
+
+    def load_weights(self, weights: dict[str, dict[str, torch.Tensor]], path: Path) -> None:
+        ckpt.missing_weights(path, weights)
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.ema.shadow)):
+            ckpt.load_into(module, weights[name], path / f"{name}.safetensors")
 
 
-def data_record(data_path: str, fingerprint: str, n_images: int) -> dict[str, Any]:
-    """What a checkpoint remembers of the data its run trains on (state.pt's "data")."""
-    return {"path": data_path, "fingerprint": fingerprint, "images": n_images}
+# ---------------------------------------------------------------------------------------------
+# Checkpoints of the state
 
 
-def check_same_data(run_dir: Path, resumed: dict[str, Any] | None, now: dict[str, Any]) -> None:
-    """A run belongs to its data: continuing it on other images (by content, wherever they are) is refused in one
-    line naming both and the --name that starts a new run. Checkpoints written before runs recorded it pass."""
-    saved = (resumed or {}).get("data")
-    if not saved or saved.get("fingerprint") == now["fingerprint"]:
-        return
-    from smallgan.data import PREPARED_SUFFIX
+def save_checkpoint(state: TrainState, run_dir: Path, cfg: Config, class_names: list[str],
+                    G_ema: nn.Module) -> Path | None:
+    """Every process takes part (gathers the stream positions); only the main one writes the checkpoint and
+    the generator export. Returns the checkpoint folder (None on the other processes)."""
+    saved = state.state_dict()
+    if not state.accelerator.is_main_process:
+        return None
+    path = runs.save_checkpoint(run_dir, state.counters.step, state.weights(G_ema), saved, cfg,
+                                cfg.train.keep_ckpts, class_names=class_names)
+    ckpt.export_generator(run_dir / ckpt.GENERATOR_FILE, G_ema, cfg, class_names, state.counters.step)
+    return path
 
-    stem = Path(str(now["path"]).split(":")[-1]).name.removesuffix(PREPARED_SUFFIX) or "data"
-    raise SmallganError(
-        f"{run_dir} was trained on {saved['path']} ({saved['images']} images, data {saved['fingerprint'][:8]}), "
-        f"not on {now['path']} ({now['images']} images, data {now['fingerprint'][:8]}): a run belongs to its data; "
-        f"start a new run with --name {run_dir.name}-{stem} (or replace this one with --overwrite)")
+
+def load_checkpoint(state: TrainState, path: Path, model_cfg: ModelConfig, *, same_data: bool = True) -> str:
+    """Restore the checkpoint folder `path` into `state`: refused when it was trained with other model
+    settings or (`same_data`) on other data. Returns a note for the user."""
+    weights, saved, saved_cfg = ckpt.load_checkpoint(path)
+    run = path.parent.parent
+    if same_data:
+        runs.check_same_data(run, saved.get("data"), state.data)
+    runs.refuse_model_change(run, saved_cfg.model, model_cfg, f"other model settings than {path.name}'s")
+    state.load_weights(weights, path)
+    state.load_state_dict(saved)
+    return f"resumed from {path} at step {state.counters.step} (--overwrite starts over)"
+

@@ -1,6 +1,6 @@
 """Where a run shows itself besides ``metrics.jsonl``: the Accelerate trackers (TensorBoard by default when it is
 installed, W&B on request) get the scalars and the image grids; ``reals.png`` shows the training images as the
-loop sees them, ``samples/latest.png`` the newest progress grid."""
+loop sees them, ``samples/step-*.png`` the progress grids and ``samples/latest.png`` the newest."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from smallgan.config import Config
+from smallgan.ema import EMA, prepare_for_sampling
 from smallgan.errors import ConfigError
 from smallgan.io import atomic_write
+from smallgan.sampling.generator import TrainedGenerator, standing_batch
 from smallgan.sampling.images import make_grid, save_grid
+from smallgan.training.batches import FIXED_LATENTS_STREAM, STANDING_STATS_STREAM, derive_seed
 
 # train.log_with: auto = TensorBoard when the `tensorboard` package is installed (its writer costs a few ms per
 # log interval), else none. The module each tracker needs, to refuse a missing one before training starts.
@@ -76,6 +80,43 @@ def publish_samples(accelerator: Any, images: Tensor, path: Path, step: int) -> 
     atomic_write(path.parent / LATEST_FILE, lambda tmp: shutil.copyfile(path, tmp))
     log_grid(accelerator, "samples", grid, step)
     return path
+
+
+class ProgressGrids:
+    """The EMA generator prepared for sampling (its own spectral-norm vectors and BatchNorm statistics, see
+    :func:`~smallgan.ema.prepare_for_sampling`), made once per step and rollback for grids, evaluation and export;
+    and the progress grids of it, from fixed latents (every grid of a run, and of its reruns, shows the same z
+    and classes)."""
+
+    def __init__(self, cfg: Config, class_names: list[str], accelerator: Any, run_dir: Path, batch_size: int) -> None:
+        self.cfg, self.class_names, self.accelerator = cfg, class_names, accelerator
+        self.run_dir, self.batch_size = run_dir, batch_size
+        self._generator: tuple[tuple[int, int], torch.nn.Module] | None = None   # ((step, rollbacks), module)
+        self._grid: tuple[tuple[int, int], Path] | None = None   # the last grid this session wrote
+
+    def generator(self, ema: EMA, counters: Any) -> torch.nn.Module:
+        key = (counters.step, counters.rollbacks)
+        if self._generator is None or self._generator[0] != key:
+            module = prepare_for_sampling(ema.shadow, batch_size=standing_batch(self.cfg),
+                                          seed=derive_seed(self.cfg.train.seed, STANDING_STATS_STREAM))
+            self._generator = (key, module)
+        return self._generator[1]
+
+    def write(self, ema: EMA, counters: Any) -> Path | None:
+        """samples/step-*.png of this step (main process; once per step and rollback)."""
+        key, step = (counters.step, counters.rollbacks), counters.step
+        if not self.accelerator.is_main_process:
+            return None
+        if self._grid is not None and self._grid[0] == key:
+            return self._grid[1]
+        G = TrainedGenerator(self.generator(ema, counters), self.cfg, self.class_names, step=step)
+        z, y = G.random_inputs(self.cfg.sample.n, self.cfg.sample.trunc,
+                               seed=derive_seed(self.cfg.train.seed, FIXED_LATENTS_STREAM))
+        with self.accelerator.autocast():
+            images = G.generate(z, y, batch_size=self.batch_size)
+        path = self.run_dir / "samples" / f"step-{step:07d}.png"
+        self._grid = (key, publish_samples(self.accelerator, images, path, step))
+        return path
 
 
 def write_reals(accelerator: Any, stream: Any, n: int, run_dir: Path, step: int) -> Path:

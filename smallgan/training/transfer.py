@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.config import Config, ModelConfig, TrainConfig, read_config, with_overrides
 from smallgan.ema import EMA
 from smallgan.errors import SmallganError
@@ -45,9 +45,9 @@ def init_checkpoint(path: str) -> Path:
     from smallgan.hub import resolve_run
 
     folder = resolve_run(path).expanduser()
-    if (folder / "state.pt").is_file():
+    if (folder / ckpt.STATE_FILE).is_file():
         return folder
-    latest = ckpt.latest_checkpoint(folder) if folder.is_dir() else None
+    latest = runs.latest_checkpoint(folder) if folder.is_dir() else None
     if latest is None:
         what = "does not exist" if not folder.exists() else "has no checkpoint (G and D weights)"
         raise SmallganError(f"train.init={path}: {what}; pass a run folder with checkpoints/ (a smallgan run, or "
@@ -136,10 +136,9 @@ def adapt_state(model: nn.Module, pretrained: dict[str, Tensor], their_embedding
     return [p for p in our_embeddings if p not in their_embeddings]
 
 
-def load_pretrained(G: nn.Module, D: nn.Module, ema: EMA, cfg: Config, n_classes: int,
-                    note: Callable[[str], None]) -> Path:
-    """Start G, D and G's EMA from the checkpoint train.init names; returns that checkpoint's folder."""
-    t = cfg.train
+def load_pretrained(G: nn.Module, D: nn.Module, ema: EMA, cfg: Config, n_classes: int) -> list[str]:
+    """Start G, D and G's EMA from the checkpoint train.init names; returns notes on what was loaded."""
+    t, notes = cfg.train, []
     source = init_checkpoint(t.init)
     weights, _, theirs = ckpt.load_checkpoint(source)
     _check_same_model(theirs.model, cfg.model, source)
@@ -156,11 +155,11 @@ def load_pretrained(G: nn.Module, D: nn.Module, ema: EMA, cfg: Config, n_classes
         state = weights.get(name, weights["G"])     # a checkpoint without an EMA copy: the EMA starts at G
         fresh = adapt_state(module, state, _embedding_prefixes(layout), t.init_classes, seed, source)
         if fresh and name == "D":
-            note(f"D's {', '.join(fresh)} starts fresh: the pretrained D has no class projection")
+            notes.append(f"D's {', '.join(fresh)} starts fresh: the pretrained D has no class projection")
     how = (f"classes from pretrained {t.init_classes}" if t.init_classes else
            f"{n_classes} class(es) from the mean of {theirs.model.n_classes} pretrained")
-    note(f"initialised from {source} ({how}); fresh optimisers, step 0")
-    return source
+    notes.append(f"initialised from {source} ({how}); fresh optimisers, step 0")
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------
