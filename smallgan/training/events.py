@@ -1,5 +1,5 @@
 """What a run reports between iterations: loss averages, img/s and the top singular values of G and D every
-train.log_every iterations, to ``metrics.jsonl``, the Accelerate trackers and the console, after checking that
+train.log_every_kimg, to ``metrics.jsonl``, the Accelerate trackers and the console, after checking that
 the run has not diverged. Losses and skip counters stay on the device in between, so these log intervals are
 the loop's only regular host syncs."""
 
@@ -15,6 +15,7 @@ from smallgan import checkpoint as ckpt
 from smallgan.config import Config
 from smallgan.errors import TrainingDiverged
 from smallgan.layers.spectral_norm import top_singular_values
+from smallgan.training.schedule import schedule
 from smallgan.training.state import TrainState
 from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput, log_line
 from smallgan.training.tracking import log_scalars, peak_memory_mb
@@ -34,6 +35,7 @@ class Reporter:
         self.spikes, self.speed = SpikeDetector(), Throughput()
         self.sums = {k: torch.zeros((), device=self.accelerator.device) for k in loss_keys}
         self.since_log = 0
+        self.every = schedule(cfg.train, images_per_step)
 
     def __enter__(self) -> Reporter:
         return self
@@ -50,7 +52,7 @@ class Reporter:
             v += losses[k]
         self.since_log += 1
         self.speed.add(self.images_per_step)
-        if not (c.step % t.log_every == 0 or c.step == self.total_steps):
+        if not (self.every.due("log", c.step) or c.step == self.total_steps):
             self.progress.update(c.step, "", log_line=False)
             return False
         # Skipped steps never touched the weights; the streak is read here, not every step.
@@ -71,7 +73,7 @@ class Reporter:
         for v in self.sums.values():
             v.zero_()
         self.since_log = 0
-        if t.sv_every and c.step % t.sv_every == 0:
+        if self.every.due("sv", c.step):
             record.update(self._singular_values())
         if self.log is not None:
             self.log.write(record)
