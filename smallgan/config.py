@@ -24,7 +24,7 @@ from smallgan.recipe_files import read_recipe, recipe_names
 
 __all__ = [
     "SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "SampleConfig",
-    "TrainConfig", "apply_override", "config_from_dict", "load_config", "read_config", "recipe_names",
+    "TrainConfig", "config_from_dict", "load_config", "read_config", "recipe_names",
     "validate", "with_overrides",
 ]
 
@@ -221,12 +221,6 @@ def read_config(path: str | Path) -> Config:
         return config_from_dict(data)
     except ConfigError as e:
         raise SmallganError(f"{path} holds a config this smallgan does not understand: {e}") from None
-
-
-def apply_override(cfg: Config, item: str) -> None:
-    """Apply one ``section.key=value`` override; the value is read as a TOML literal, else as a string. Values in
-    steps wait for :func:`with_overrides` or :func:`config_from_dict` to convert them."""
-    apply_items(cfg, SECTIONS, [parse_override(item)])
 
 
 SECTIONS = ("model", "data", "train", "sample", "eval")

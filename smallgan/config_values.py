@@ -34,7 +34,6 @@ DEPRECATED = ("ema_decay", "ema_start")
 LENGTH = ("train.max_steps", "train.max_kimg")
 
 
-
 def parse_literal(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
