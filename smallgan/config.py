@@ -10,28 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import sys
-import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-
-from smallgan.config_values import coerce, parse_literal
+from smallgan.config_values import IN_STEPS, apply_items, in_kimg, items_of, parse_override
 from smallgan.errors import ConfigError, SmallganError
 from smallgan.io import read_json
 from smallgan.models.config import ModelConfig
+from smallgan.recipe_files import read_recipe, recipe_names
 
 __all__ = [
     "SECTIONS", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "SampleConfig",
-    "TrainConfig", "apply_override", "config_from_dict", "load_config", "read_config", "recipe_names",
+    "TrainConfig", "config_from_dict", "load_config", "read_config", "recipe_names",
     "validate", "with_overrides",
 ]
 
@@ -109,9 +100,20 @@ class TrainConfig:
     # older GPUs, no on CPU (smallgan/device.py); an explicit value wins.
     precision: str = "auto"
     sync_bn: bool = False             # SyncBatchNorm for G on several GPUs (CUDA only)
-    max_steps: int = 1000             # G updates (iterations); 0 = no limit when max_kimg is set
-    max_kimg: float = 0.0             # thousands of real images through D; 0 = off. Both: whichever comes first
+    # Lengths and intervals in kimg, thousands of real images through D (batch x d_steps per iteration, the logs'
+    # kimg), as StyleGAN2-ADA and EDM: a schedule means the same at any batch. Each also takes iterations (G
+    # steps): max_steps, log_every, sample_every, ckpt_every, eval_every, sv_every, converted at the final batch and
+    # d_steps (the later of the two spellings wins; one place giving max_steps and max_kimg: whichever comes first).
+    # The defaults are 1000, 10, 250, 500, 0 and 100 iterations of 64 x 2 images; training/schedule.py turns them
+    # into the iterations the loop runs by.
+    max_kimg: float = 128.0           # the run's length (> 0)
     max_minutes: float = 0.0          # stop (with a checkpoint) after this wall time; 0 = no limit
+    log_every_kimg: float = 1.28      # a log line (and the divergence and max_minutes checks); 0 = only at the end
+    sample_every_kimg: float = 32.0   # a progress grid in samples/; 0 = only at the end
+    ckpt_every_kimg: float = 64.0     # a checkpoint; 0 = only at the end
+    eval_every_kimg: float = 0.0      # FID/KID (eval.metrics) and best/; 0 = off
+    sv_every_kimg: float = 12.8       # top singular values of G and D layers (collapse signal); 0 = off
+    keep_ckpts: int = 3               # checkpoints kept (oldest removed first)
     max_bad_steps: int = 10           # consecutive non-finite steps: the run has diverged
     # A diverged run: "rollback" reloads the newest checkpoint from before the trouble and retries with other
     # latents, flips and augmentation, learning rates x rollback_lr_factor each time (training/rollback.py), at
@@ -119,12 +121,6 @@ class TrainConfig:
     on_diverge: str = "rollback"
     max_rollbacks: int = 3
     rollback_lr_factor: float = 0.5   # a retry at the same rates tends to diverge again; 1 = only new seeds
-    log_every: int = 10
-    sample_every: int = 250
-    ckpt_every: int = 500
-    keep_ckpts: int = 3               # checkpoints kept (oldest removed first)
-    sv_every: int = 100               # log top singular values of G and D layers (collapse signal)
-    eval_every: int = 0               # FID/KID every N steps; 0 = off
     # FastGAN's self-supervised D: weight of the reconstruction loss (mean LPIPS per real image, summed over
     # the decoders), and the VGG-16 trunk LPIPS uses: a vgg16-397923af.pth file, "" = torch.hub's cache (or a
     # download when online), "random" = an untrained trunk (tests only: the loss then means little).
@@ -156,7 +152,7 @@ class SampleConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation during training (every train.eval_every steps); `smallgan eval` has its own options."""
+    """Evaluation during training (every train.eval_every_kimg); `smallgan eval` has its own options."""
 
     n: int = 5000                     # generated images per evaluation
     metrics: list[str] = field(default_factory=lambda: ["kid", "fid"])
@@ -183,43 +179,16 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading and overriding
-
-
-def recipe_names() -> list[str]:
-    """Built-in recipe names (files shipped in the smallgan.recipes package)."""
-    root = resources.files("smallgan.recipes")
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
-
-
-def _read_recipe(recipe: str) -> tuple[dict[str, Any], str]:
-    path = Path(recipe)
-    if recipe.endswith(".toml") or path.is_file():
-        if not path.is_file():
-            raise ConfigError(f"recipe file {recipe!r} does not exist")
-        try:
-            text, name = path.read_text(encoding="utf-8"), path.stem   # TOML is UTF-8 whatever the locale
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"recipe file {recipe!r} cannot be read as UTF-8 text ({e})") from None
-    else:
-        res = resources.files("smallgan.recipes") / f"{recipe}.toml"
-        if not res.is_file():
-            raise ConfigError(f"unknown recipe {recipe!r}; built-in recipes: {', '.join(recipe_names())} "
-                              "(or pass a .toml path)")
-        text, name = res.read_text(), recipe
-    try:
-        return tomllib.loads(text), name
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"recipe {recipe!r} is not valid TOML: {e}") from None
+# Loading and overriding: each place (a recipe, a saved config, the command line) is applied in order, then the
+# values given in steps are converted and the result validated.
 
 
 def load_config(recipe: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the recipe (a built-in name or a .toml path), then ``section.key=value`` overrides."""
     cfg = Config()
     if recipe:
-        data, name = _read_recipe(recipe)
-        cfg.recipe = name
-        _apply_dict(cfg, data, prefix="")
+        data, cfg.recipe = read_recipe(recipe)
+        _apply_dict(cfg, data)
     return with_overrides(cfg, overrides, copy=False)
 
 
@@ -227,18 +196,18 @@ def with_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], copy: bo
     """`cfg` (a copy unless copy=False) with ``section.key=value`` overrides applied, validated (a continued run's
     saved config and the command line's --set options)."""
     cfg = config_from_dict(cfg.to_dict()) if copy else cfg
-    for item in overrides:
-        apply_override(cfg, item)
-    _convert_deprecated(cfg, announce=True)
+    apply_items(cfg, SECTIONS, [parse_override(item) for item in overrides])
+    _convert_spellings(cfg, announce=True)
     validate(cfg)
     return cfg
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config saved with :meth:`Config.to_dict` (checkpoints); strict like recipes."""
+    """Rebuild a Config saved with :meth:`Config.to_dict` (checkpoints, run folders: older ones in steps too);
+    strict like recipes."""
     cfg = Config()
-    _apply_dict(cfg, data, prefix="")
-    _convert_deprecated(cfg, announce=False)  # a saved config's keys are not the user's to change
+    _apply_dict(cfg, data)
+    _convert_spellings(cfg, announce=False)  # a saved config's keys are not the user's to change
     return cfg
 
 
@@ -253,71 +222,21 @@ def read_config(path: str | Path) -> Config:
         raise SmallganError(f"{path} holds a config this smallgan does not understand: {e}") from None
 
 
-def apply_override(cfg: Config, item: str) -> None:
-    """Apply one ``section.key=value`` override; the value is read as a TOML literal, else as a string."""
-    key, sep, raw = item.partition("=")
-    key = key.strip()
-    if not sep or "." not in key:
-        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. model.ch=64)")
-    section_name, _, field_name = key.partition(".")
-    section = _section(cfg, section_name, key)
-    _set_field(section, field_name, parse_literal(raw.strip()), key)
-
-
 SECTIONS = ("model", "data", "train", "sample", "eval")
 
 
-def _section(cfg: Config, name: str, key: str) -> Any:
-    if name not in SECTIONS:
-        raise ConfigError(f"unknown config section {name!r} in {key!r}; sections: {', '.join(SECTIONS)}")
-    return getattr(cfg, name)
+def _apply_dict(cfg: Config, data: dict[str, Any]) -> None:
+    recipe, items = items_of(data, SECTIONS)
+    cfg.recipe = cfg.recipe if recipe is None else recipe
+    apply_items(cfg, SECTIONS, items)
 
 
-def _apply_dict(cfg: Config, data: dict[str, Any], prefix: str) -> None:
-    for name, value in data.items():
-        if name == "recipe" and isinstance(value, str):
-            cfg.recipe = value
-            continue
-        if not isinstance(value, dict):
-            raise ConfigError(f"unknown top-level key {name!r}; a recipe has sections [model], [data], [train], [sample], [eval]")
-        section = _section(cfg, name, name)
-        for key, v in value.items():
-            _set_field(section, key, v, f"{name}.{key}")
-
-
-# Per-iteration EMA keys of [train] that settings in images replaced: still read (old recipes, --set, saved
-# configs) and converted once batch and d_steps are final; of an old key and its replacement, the later one wins.
-DEPRECATED = {"ema_decay": ("ema_halflife_kimg", float), "ema_start": ("ema_start_kimg", int)}
-REPLACED = {new: old for old, (new, _) in DEPRECATED.items()}
-
-
-def _set_field(section: Any, name: str, value: Any, key: str) -> None:
-    if isinstance(section, TrainConfig) and name in DEPRECATED:
-        vars(section).setdefault("_deprecated", {})[name] = coerce(value, DEPRECATED[name][1], key)
-        return
-    vars(section).get("_deprecated", {}).pop(REPLACED.get(name), None)
-    hints = typing.get_type_hints(type(section))
-    if name not in hints:
-        known = ", ".join(f.name for f in dataclasses.fields(section))
-        raise ConfigError(f"unknown key {key!r}; valid keys here: {known}")
-    setattr(section, name, coerce(value, hints[name], key))
-
-
-def _convert_deprecated(cfg: Config, announce: bool) -> None:
-    """Deprecated per-iteration EMA keys in kimg, with a note each: an iteration is batch x d_steps real images."""
-    t, notes = cfg.train, []
-    old, per_iter = vars(t).pop("_deprecated", {}), t.batch * t.d_steps
-    if "ema_decay" in old:
-        if not 0.0 <= (decay := old["ema_decay"]) < 1.0:
-            raise ConfigError(f"train.ema_decay must be in [0, 1), got {decay}")
-        # decay = 0.5 ** (images per iteration / half-life in images), solved for the half-life.
-        t.ema_halflife_kimg = per_iter * math.log(0.5) / math.log(decay) / 1000 if decay else 0.0
-        notes.append(f"train.ema_decay={decay:g} is deprecated: use train.ema_halflife_kimg={t.ema_halflife_kimg:.4g}"
-                     f" (batch {t.batch} x d_steps {t.d_steps} x ln 0.5 / ln {decay:g} / 1000)")
-    if "ema_start" in old:
-        t.ema_start_kimg = old["ema_start"] * per_iter / 1000
-        notes.append(f"train.ema_start={old['ema_start']} is deprecated: use train.ema_start_kimg={t.ema_start_kimg:g}"
-                     f" (iterations x batch {t.batch} x d_steps {t.d_steps} / 1000)")
+def _convert_spellings(cfg: Config, announce: bool) -> None:
+    """Values given in iterations into kimg, now that batch and d_steps are final; a note for each deprecated key."""
+    t = cfg.train
+    fields, notes = in_kimg(vars(cfg).pop("_pending", {}), t.batch, t.d_steps, t.max_kimg)
+    for name, value in fields.items():
+        setattr(t, name, value)
     if announce:   # kept for whoever prints (take_notes): the CLI or the Trainer, once per launch
         vars(cfg).setdefault("_notes", []).extend(notes)
 
@@ -361,8 +280,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("train.d_steps must be >= 1")
     if len(t.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
-    if min(t.ema_halflife_kimg, t.ema_rampup, t.ema_start_kimg, t.max_kimg) < 0 or t.max_steps < 0:
-        raise ConfigError("train.ema_halflife_kimg, ema_rampup, ema_start_kimg, max_kimg and max_steps must be >= 0")
+    if not t.max_kimg > 0:
+        raise ConfigError(f"train.max_kimg (the run's length) must be > 0, got {t.max_kimg:g}")
+    for key in ("ema_halflife_kimg", "ema_rampup", *IN_STEPS.values()):
+        if not getattr(t, key) >= 0:
+            raise ConfigError(f"train.{key} must be >= 0, got {getattr(t, key):g}")
     if t.freeze_d < 0 or min(t.init_classes, default=0) < 0:
         raise ConfigError("train.freeze_d and the entries of train.init_classes must be >= 0")
     if t.keep_ckpts < 1:
@@ -377,7 +299,7 @@ def validate(cfg: Config) -> None:
     _validate_fewshot(t)
     if not cfg.sample.trunc >= 0:   # the progress grids sample with it: refused now, not at the first grid
         raise ConfigError(f"sample.trunc must be >= 0 (0 = no truncation), got {cfg.sample.trunc}")
-    if t.eval_every:
+    if t.eval_every_kimg:
         _validate_eval(cfg.eval)
     check_model_config(m)
     if t.freeze_d and not capabilities(m).d_stages:

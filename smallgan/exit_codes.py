@@ -9,7 +9,7 @@ __all__ = ["ExitCode"]
 
 
 class ExitCode(IntEnum):
-    FINISHED = 0       # the command did what it was asked (a run reached max_steps / max_kimg / max_minutes)
+    FINISHED = 0       # the command did what it was asked (a run reached max_kimg / max_minutes)
     CRASHED = 1        # an unexpected error: a bug or the environment (Python's own code for an uncaught exception)
     USAGE = 2          # bad input the user can fix: option, recipe, dataset, checkpoint (one line says what)
     DIVERGED = 3       # training stopped because it diverged (non-finite losses); the last good checkpoint is kept

@@ -67,7 +67,7 @@ def test_the_next_format_still_reads_this_one_and_a_newer_one_is_refused(tmp_pat
 @pytest.mark.slow
 def test_the_format_1_checkpoint_resumes_training(tmp_path):
     cfg = read_config(FORMAT1 / "config.json")
-    cfg.train.out_dir, cfg.train.name, cfg.train.max_steps = str(tmp_path), "resumed", 3
+    cfg.train.out_dir, cfg.train.name, cfg.train.max_kimg = str(tmp_path), "resumed", 0.012   # 3 steps of 4 images
     trainer = Trainer(cfg, resume=str(FORMAT1))
     frozen, _, _ = ckpt.load_checkpoint(FORMAT1)
     assert trainer.counters.step == 2

@@ -35,7 +35,7 @@ def test_train_dry_run_prints_the_resolved_config(tmp_path):
     r = smallgan("train", "--recipe", "anime64", "--data", str(tmp_path), "--max-steps", "7", "--dry-run",
                  "--set", "model.ch=32")
     cfg = json.loads(r.stdout)
-    assert (cfg["model"]["ch"], cfg["train"]["max_steps"], cfg["data"]["path"]) == (32, 7, str(tmp_path))
+    assert (cfg["model"]["ch"], cfg["train"]["max_kimg"], cfg["data"]["path"]) == (32, 3.584, str(tmp_path))  # 7 x 512
 
 
 @pytest.mark.slow

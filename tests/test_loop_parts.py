@@ -21,7 +21,8 @@ from smallgan.registry import Capabilities, build_discriminator, capabilities, c
 from smallgan.training.loop import Trainer, train
 from smallgan.training.phases import UnitScaler, optimizer_step
 from smallgan.training.stats import read_metrics
-from smallgan.training.stopping import Stopping, limit_reached, planned_steps
+from smallgan.training.schedule import schedule
+from smallgan.training.stopping import Stopping, limit_reached
 
 TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=8", "train.micro_batch=4",
         "train.d_steps=1", "train.log_every=1", "train.sample_every=0", "train.sv_every=0", "sample.n=4",
@@ -82,7 +83,7 @@ def test_a_saved_config_with_old_ema_keys_loads_silently(capsys):
     saved = load_config("anime64").to_dict()
     for key in ("ema_halflife_kimg", "ema_rampup", "ema_start_kimg", "max_kimg"):
         del saved["train"][key]
-    saved["train"].update(ema_decay=0.999, ema_start=1000)
+    saved["train"].update(ema_decay=0.999, ema_start=1000, max_steps=50000)
     capsys.readouterr()
     cfg = config_from_dict(saved)
     assert cfg.train.ema_halflife_kimg == pytest.approx(354.71, abs=0.01) and cfg.train.ema_start_kimg == 512
@@ -104,12 +105,11 @@ def test_every_recipe_keeps_its_per_iteration_ema():
 
 
 def test_max_kimg_and_max_steps_stop_at_whichever_comes_first():
-    t = TrainConfig(max_steps=100, max_kimg=0.05)
-    assert planned_steps(t, 16) == 4 and limit_reached(t, 4) == "reached train.max_kimg=0.05"   # 64 >= 50 images
-    assert planned_steps(TrainConfig(max_steps=3, max_kimg=1.0), 16) == 3
-    assert limit_reached(TrainConfig(max_steps=3, max_kimg=1.0), 3) == "reached train.max_steps=3"
-    assert planned_steps(TrainConfig(max_steps=0, max_kimg=0.032), 16) == 2     # max_steps=0: no step limit
-    assert planned_steps(TrainConfig(max_steps=7), 16) == 7
+    t = load_config("tiny-cpu", ["train.max_steps=100", "train.max_kimg=0.05"]).train
+    assert schedule(t, 16).total == 4 and limit_reached(t) == "reached train.max_kimg=0.05"   # 64 >= 50 images
+    assert schedule(load_config("tiny-cpu", ["train.max_steps=3", "train.max_kimg=1.0"]).train, 16).total == 3
+    assert schedule(load_config("tiny-cpu", ["train.max_steps=0", "train.max_kimg=0.032"]).train, 16).total == 2
+    assert schedule(load_config("tiny-cpu", ["train.max_steps=7"]).train, 16).total == 7
     with pytest.raises(ConfigError, match="max_kimg"):
         load_config("tiny-cpu", ["train.max_kimg=-1"])
 

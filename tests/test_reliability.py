@@ -348,7 +348,7 @@ def test_memory_and_open_files_do_not_grow_with_steps(tmp_path):
                            "train.ckpt_every=100"))
     trainer.run()
     rss_50, fds_50 = _rss_mb(), len(os.listdir("/proc/self/fd"))
-    trainer.cfg.train.max_steps = 500
+    trainer.cfg.train.max_kimg = 500 * trainer.images_per_step / 1000
     trainer.run()
     rss_500, fds_500 = _rss_mb(), len(os.listdir("/proc/self/fd"))
     assert trainer.counters.step == 500

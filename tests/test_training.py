@@ -105,7 +105,7 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
 
 
 def test_a_batch_that_micro_batches_do_not_divide_is_rounded_not_cut_smaller(tmp_path):
-    trainer = Trainer(tiny(tmp_path, "train.batch=10", "train.max_steps=1"))   # micro_batch 4 does not divide 10
+    trainer = Trainer(tiny(tmp_path, "train.batch=10", "train.max_kimg=0.008"))  # micro_batch 4 does not divide 10
     assert (trainer.plan.batch, trainer.micro_batch, trainer.accumulation) == (8, 4, 2)   # not 2 x 5
     trainer.run()
     assert trainer.counters.real_seen == 8                                     # 8 real images per D step

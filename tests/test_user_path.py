@@ -140,8 +140,9 @@ def test_everyday_flags_map_onto_the_config_and_are_grouped_in_help(tmp_path):
         "--set", "train.seed=5"])      # the flag wins over a --set of the same key
     assert result.exit_code == 0, result.output
     train = json.loads(result.output[result.output.index("{"):])["train"]
-    assert (train["out_dir"], train["seed"], train["batch"], train["micro_batch"], train["log_every"],
-            train["sample_every"], train["ckpt_every"], train["eval_every"]) == (str(tmp_path), 3, 8, 4, 2, 7, 9, 0)
+    assert (train["out_dir"], train["seed"], train["batch"], train["micro_batch"], train["log_every_kimg"],
+            train["sample_every_kimg"], train["ckpt_every_kimg"], train["eval_every_kimg"]) == \
+        (str(tmp_path), 3, 8, 4, 0.016, 0.056, 0.072, 0)   # the flags' steps in kimg: 8 images a step
     help_text = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
     panels = ["Data and run folder", "Length, batch and precision", "Progress grids, checkpoints and evaluation",
               "Everything else"]

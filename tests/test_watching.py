@@ -58,7 +58,7 @@ def test_a_run_shows_itself_and_the_same_command_continues_it(tmp_path):
     assert (run / "samples" / "latest.png").read_bytes() == (run / "samples" / "step-0000001.png").read_bytes()
     # The same command with a higher limit continues: no --resume, no "already has checkpoints".
     out2 = train(tmp_path, *command, "--max-steps", "2", sets=sets)
-    assert "continuing" in out2 and "train.max_steps 1 -> 2" in out2 and "resumed from" in out2
+    assert "continuing" in out2 and "train.max_kimg 0.004 -> 0.008" in out2 and "resumed from" in out2
     assert (run / "samples" / "latest.png").read_bytes() == (run / "samples" / "step-0000002.png").read_bytes()
     # One log line per interval with the figures a user watches (the terminal keeps them all).
     lines = [line for line in (out + out2).splitlines() if line.startswith("step ")]
@@ -85,7 +85,7 @@ def test_a_run_shows_itself_and_the_same_command_continues_it(tmp_path):
     assert steps == [1, 2, 3]                  # each continuation carried on from its checkpoint
     assert '"ch": 4' in (run / "config.json").read_text()
     out = invoke("train", "--resume", str(run / "checkpoints" / "step-0000002"), "--max-steps", "5", "--dry-run")
-    assert "continuing" in out.output and "step-0000002" in out.output and '"max_steps": 5' in out.output
+    assert "continuing" in out.output and "step-0000002" in out.output and '"max_kimg": 0.02' in out.output
     # A change of model is refused by name; --overwrite starts over (from the recipe and options given).
     with pytest.raises(SmallganError, match="model.ch=8"):
         invoke("train", "--resume", str(run), "--set", "model.ch=8")

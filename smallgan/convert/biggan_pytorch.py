@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from smallgan.config import Config, ConfigError, apply_override, config_from_dict, validate
+from smallgan.config import Config, ConfigError, config_from_dict, with_overrides
 from smallgan.convert.base import ConversionError, Converted
 from smallgan.convert.biggan_pytorch_arch import model_from_authors_config, model_from_shapes, train_from_authors_config
 from smallgan.convert.biggan_pytorch_keys import (
@@ -57,9 +58,8 @@ def _json_safe(value: Any) -> Any:
     return f"<{type(value).__name__}>"   # e.g. <ReLU> for their activation modules
 
 
-def convert_biggan_pytorch(src: Path, suffix: str = "", overrides: Iterable[str] = ()) -> Converted:
-    """Read and map an authors' checkpoint folder; nothing is written (see :func:`write_run`)."""
-    src = Path(src)
+def _checkpoint_files(src: Path, suffix: str) -> dict[str, Path]:
+    """G, D, G_ema and state_dict files of one copy (`suffix`) in `src`; G and D must exist."""
     if not src.is_dir():
         raise ConversionError(f"{src} is not a folder; pass the folder that holds G{suffix}.pth, D{suffix}.pth, "
                               f"G_ema{suffix}.pth and state_dict{suffix}.pth")
@@ -71,18 +71,23 @@ def convert_biggan_pytorch(src: Path, suffix: str = "", overrides: Iterable[str]
             present = ", ".join(sorted(p.name for p in src.glob("*.pth"))) or "no .pth files"
             raise ConversionError(f"{files[name]} does not exist (the folder has {present}); "
                                   "pick the copy with --suffix, e.g. --suffix _best0")
-    notes: list[str] = []
-    g = as_state_dict(load_safely(files["G"]), files["G"])
-    d = as_state_dict(load_safely(files["D"]), files["D"])
-    if files["G_ema"].is_file():
-        g_ema = as_state_dict(load_safely(files["G_ema"]), files["G_ema"])
-    else:
-        g_ema = g
-        notes.append(f"no {files['G_ema'].name} (trained without --ema): the EMA generator is a copy of G")
+    return files
 
-    check_variants(g, files["G"].name)
-    itr = None
+
+@dataclass
+class _Settled:
+    """The converted run's config, where its architecture came from, and what their state_dict file said."""
+
+    cfg: Config
+    source: str
+    their_config: Any = None
+    itr: Any = None
+
+
+def _settle_config(files: dict[str, Path], g: dict, d: dict, overrides: list[str], notes: list[str]) -> _Settled:
+    """The architecture from their config (or the tensor shapes), then the --set overrides; appends notes."""
     train_fields: dict[str, Any] = {}
+    their_config = itr = None
     if files["state_dict"].is_file():
         state = load_safely(files["state_dict"], plain_data=True)
         if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
@@ -91,31 +96,41 @@ def convert_biggan_pytorch(src: Path, suffix: str = "", overrides: Iterable[str]
         model_fields, more = model_from_authors_config(state["config"])
         train_fields, more2 = train_from_authors_config(state["config"])
         notes += more + more2
-        itr = state.get("itr")
+        their_config, itr = _json_safe(state["config"]), state.get("itr")
         source = f"{files['state_dict'].name}'s config"
-        their_config = _json_safe(state["config"])
     else:
         model_fields = model_from_shapes(g, d)
         notes.append(f"no {files['state_dict'].name}: architecture read from the tensor shapes; bn_eps=1e-5 and "
                      "sn_eps=1e-6 are the authors' ImageNet launch values (--set model.bn_eps=... to change)")
         source = "the tensor shapes"
-        their_config = None
-    overrides = list(overrides)
     try:
         # Through the config's own reader, as a recipe: their per-iteration ema_decay / ema_start become
         # train.ema_halflife_kimg / ema_start_kimg at their batch and D steps (real fields, kept by recipe.toml).
         # data.path: the authors' data set is theirs; training from this folder names its own.
-        cfg = config_from_dict({"data": {"path": ""}, "model": model_fields, "train": train_fields})
-        for item in overrides:
-            apply_override(cfg, item)
-        validate(cfg)
+        cfg = with_overrides(config_from_dict({"data": {"path": ""}, "model": model_fields, "train": train_fields}),
+                             overrides)
     except ConfigError as e:
         raise ConversionError(f"the converted config is not valid: {e}") from None
-    if overrides:
-        source += " and --set " + " ".join(overrides)
+    return _Settled(cfg, source + (" and --set " + " ".join(overrides) if overrides else ""), their_config, itr)
+
+
+def convert_biggan_pytorch(src: Path, suffix: str = "", overrides: Iterable[str] = ()) -> Converted:
+    """Read and map an authors' checkpoint folder; nothing is written (see :func:`write_run`)."""
+    files = _checkpoint_files(Path(src), suffix)
+    notes: list[str] = []
+    g = as_state_dict(load_safely(files["G"]), files["G"])
+    d = as_state_dict(load_safely(files["D"]), files["D"])
+    if files["G_ema"].is_file():
+        g_ema = as_state_dict(load_safely(files["G_ema"]), files["G_ema"])
+    else:
+        g_ema = g
+        notes.append(f"no {files['G_ema'].name} (trained without --ema): the EMA generator is a copy of G")
+    check_variants(g, files["G"].name)
+    settled = _settle_config(files, g, d, list(overrides), notes)
+    cfg = settled.cfg
 
     G, D, G_ema = _build(cfg, "G"), _build(cfg, "D"), _build(cfg, "G")
-    model = _describe(cfg, source)
+    model = _describe(cfg, settled.source)
     eps = cfg.model.sn_eps
     for module, sd, name, key in ((G, g, files["G"].name, "g_attention"), (D, d, files["D"].name, "d_attention"),
                                   (G_ema, g_ema, files["G_ema"].name, "g_attention")):
@@ -123,7 +138,7 @@ def convert_biggan_pytorch(src: Path, suffix: str = "", overrides: Iterable[str]
         slots = generator_slots(module) if module is not D else discriminator_slots(module)
         module.load_state_dict(convert_state(sd, slots, module, file=name, model=model, eps=eps))
     n = cfg.model.n_classes
-    info = {"from": "biggan-pytorch (ajbrock/BigGAN-PyTorch, BigGAN.py)", "folder": str(src.resolve()),
-            "files": [p.name for p in files.values() if p.is_file()], "authors_itr": _json_safe(itr),
-            "architecture_from": source, "authors_config": their_config, "notes": notes}
+    info = {"from": "biggan-pytorch (ajbrock/BigGAN-PyTorch, BigGAN.py)", "folder": str(Path(src).resolve()),
+            "files": [p.name for p in files.values() if p.is_file()], "authors_itr": _json_safe(settled.itr),
+            "architecture_from": settled.source, "authors_config": settled.their_config, "notes": notes}
     return Converted(cfg, G.eval(), D.eval(), G_ema.eval(), [str(i) for i in range(n)], info, notes)

@@ -153,7 +153,7 @@ NOT_CARRIED = {
     "G_init": "weights come from the checkpoint", "D_init": "weights come from the checkpoint",
     "G_fp16": "train.precision", "D_fp16": "train.precision", "G_mixed_precision": "train.precision",
     "D_mixed_precision": "train.precision", "split_D": "D's real and fake forwards are smallgan's choice",
-    "num_epochs": "train.max_steps", "seed": "train.seed",
+    "num_epochs": "train.max_kimg", "seed": "train.seed",
 }
 SAME_AS = {"D_B1": "G_B1", "D_B2": "G_B2", "num_D_accumulations": "num_G_accumulations"}  # unused only if they differ
 

@@ -1,4 +1,4 @@
-"""Quality tracking during training (train.eval_every): FID/KID/... of the EMA generator and the best model.
+"""Quality tracking during training (train.eval_every_kimg): FID/KID/... of the EMA generator and the best model.
 
 The evaluation itself is :class:`~smallgan.metrics.run.RunEvaluator`, the same as ``smallgan eval --run``.
 BigGAN's "which_best": the generator with the best tracked metric is exported to ``best/`` when it improves,
@@ -27,7 +27,7 @@ class QualityTracker:
         self.cfg, self.accelerator, self.best = cfg, accelerator, best
         self.extractor = None
         self.evaluator = None
-        if cfg.train.eval_every:
+        if cfg.train.eval_every_kimg:
             from smallgan.metrics.features import build_extractor
             from smallgan.metrics.run import RunEvaluator
 

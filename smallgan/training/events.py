@@ -1,5 +1,5 @@
 """What a run reports between iterations: loss averages, img/s and the top singular values of G and D every
-train.log_every iterations, to ``metrics.jsonl``, the Accelerate trackers and the console, after checking that
+train.log_every_kimg, to ``metrics.jsonl``, the Accelerate trackers and the console, after checking that
 the run has not diverged. Losses and skip counters stay on the device in between, so these log intervals are
 the loop's only regular host syncs."""
 
@@ -16,6 +16,7 @@ from smallgan import runs
 from smallgan.config import Config
 from smallgan.errors import TrainingDiverged
 from smallgan.layers.spectral_norm import top_singular_values
+from smallgan.training.schedule import schedule
 from smallgan.training.state import Counters
 from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput, log_line
 from smallgan.training.tracking import log_scalars, peak_memory_mb
@@ -36,6 +37,7 @@ class Reporter:
         self.spikes, self.speed = SpikeDetector(), Throughput()
         self.sums = {k: torch.zeros((), device=accelerator.device) for k in loss_keys}
         self.since_log = 0
+        self.every = schedule(cfg.train, images_per_step)
 
     def __enter__(self) -> Reporter:
         return self
@@ -52,7 +54,7 @@ class Reporter:
             v += losses[k]
         self.since_log += 1
         self.speed.add(self.images_per_step)
-        due = step % self.t.log_every == 0 or step == self.total_steps
+        due = self.every.due("log", step) or step == self.total_steps
         if not due:
             self.progress.update(step, "", log_line=False)
         return due
@@ -78,7 +80,7 @@ class Reporter:
         for v in self.sums.values():
             v.zero_()
         self.since_log = 0
-        if t.sv_every and c.step % t.sv_every == 0:
+        if self.every.due("sv", c.step):
             record.update(self._singular_values(c.step))
         if self.log is not None:
             self.log.write(record)

@@ -35,8 +35,9 @@ from smallgan.training.events import Reporter, TrainingDiverged, flat_scalars
 from smallgan.training.loss import build_loss
 from smallgan.training.phases import GANPhases, optimizer_step
 from smallgan.training.rollback import rollback
+from smallgan.training.schedule import schedule
 from smallgan.training.state import Counters, load_checkpoint, save_checkpoint
-from smallgan.training.stopping import Stopping, limit_reached, planned_steps
+from smallgan.training.stopping import Stopping, limit_reached
 from smallgan.training.stats import MetricsLog
 from smallgan.training.tracking import ProgressGrids, start_trackers, write_reals
 from smallgan.training.transfer import load_pretrained, trainable_summary
@@ -120,8 +121,8 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        """Iterations the run trains in all: train.max_steps, or fewer when train.max_kimg comes first."""
-        return planned_steps(self.cfg.train, self.images_per_step)
+        """Iterations the run trains in all (train.max_kimg)."""
+        return schedule(self.cfg.train, self.images_per_step).total
 
     def save_checkpoint(self) -> Path | None:
         """Every process takes part (gathers the stream positions); only the main one writes."""
@@ -170,7 +171,7 @@ class Trainer:
         return losses
 
     def run(self) -> Counters:
-        """Train to train.max_steps / max_kimg or a stop request, then checkpoint; returns the counters."""
+        """Train to train.max_kimg or a stop request, then checkpoint; returns the counters."""
         self._start()
         keys = ["d_loss", "g_loss", "r_t", "augment_p"] + (["d_recon"] if self.phases.loss.perceptual else [])
         total = self.total_steps
@@ -196,7 +197,7 @@ class Trainer:
                 stop_reason = stopping.reason(check_now=at_log)
                 if stop_reason:
                     break
-        self._finish(stop_reason or limit_reached(self.cfg.train, self.counters.step))
+        self._finish(stop_reason or limit_reached(self.cfg.train))
         return self.counters
 
     def _start(self) -> None:
@@ -216,16 +217,16 @@ class Trainer:
 
     def _periodic(self, log: MetricsLog | None) -> None:
         """Progress grids, evaluation and checkpoints, each every N iterations as the config asks."""
-        t, c = self.cfg.train, self.counters
-        if t.sample_every and c.step % t.sample_every == 0:
+        every, c = schedule(self.cfg.train, self.images_per_step), self.counters
+        if every.due("sample", c.step):
             self.write_samples()
-        if t.eval_every and c.step % t.eval_every == 0:
+        if every.due("eval", c.step):
             self.evaluate(log)
-        if t.ckpt_every and c.step % t.ckpt_every == 0 and c.step < self.total_steps:
+        if every.due("ckpt", c.step) and c.step < every.total:
             self.save_checkpoint()
 
     def evaluate(self, log: MetricsLog | None) -> None:
-        """FID/KID of the EMA generator now (train.eval_every); the tracker keeps the best in best/."""
+        """FID/KID of the EMA generator now (train.eval_every_kimg); the tracker keeps the best in best/."""
         line = self.quality.evaluate(self.sampling_generator(), self.counters.step, self.run_dir, self.class_names,
                                      log)
         self._say([line], prefix="")

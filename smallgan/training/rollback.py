@@ -41,7 +41,7 @@ def rollback(state: TrainState, diverged: TrainingDiverged, cfg: Config, run_dir
     target = runs.checkpoint_before(run_dir, last_good)
     if done >= t.max_rollbacks or target is None:
         why = (f"after {done} rollback(s) (train.max_rollbacks={t.max_rollbacks})" if target is not None else
-               f"with no checkpoint at or before step {last_good} to roll back to (train.ckpt_every)")
+               f"with no checkpoint at or before step {last_good} to roll back to (train.ckpt_every_kimg)")
         raise TrainingDiverged(
             f"diverged at step {diverged_at} ({streak} non-finite steps in a row) {why}; stopped. "
             f"Last good checkpoint: {runs.latest_checkpoint(run_dir) or 'none'}. Lower train.g_lr and "

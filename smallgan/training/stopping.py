@@ -1,4 +1,4 @@
-"""When a run stops: after train.max_steps or train.max_kimg, after train.max_minutes, or on Ctrl-C / SIGTERM (a
+"""When a run stops: after train.max_kimg, after train.max_minutes, or on Ctrl-C / SIGTERM (a
 scheduler's notice), each time between two iterations so that the last checkpoint holds all the training."""
 
 from __future__ import annotations
@@ -12,19 +12,9 @@ import torch
 from smallgan.config import TrainConfig
 
 
-def planned_steps(t: TrainConfig, images_per_step: int) -> int:
-    """Iterations to train: train.max_steps, or fewer when train.max_kimg comes first (0 = off, each)."""
-    limits = [t.max_steps] if t.max_steps else []
-    if t.max_kimg:
-        limits.append(-(-round(t.max_kimg * 1000) // images_per_step))  # the first iteration that reaches it
-    return min(limits, default=0)
-
-
-def limit_reached(t: TrainConfig, step: int) -> str:
-    """Which of train.max_steps and train.max_kimg ended a run that completed `step` planned iterations."""
-    if t.max_kimg and not (t.max_steps and step >= t.max_steps):
-        return f"reached train.max_kimg={t.max_kimg:g}"
-    return f"reached train.max_steps={t.max_steps}"
+def limit_reached(t: TrainConfig) -> str:
+    """Why a run that completed its planned iterations (training/schedule.py) ended."""
+    return f"reached train.max_kimg={t.max_kimg:g}"
 
 
 class Stopping:
