@@ -160,7 +160,7 @@ def calibration_rows(data, ref, test: torch.Tensor, train: torch.Tensor, seed: i
 
 
 def model_row(trained: dict, ref, train_images: torch.Tensor, seed: int) -> tuple[dict, torch.Tensor]:
-    from smallgan.cli.compare import sample_grid, summarise_run
+    from smallgan.compare import sample_grid, summarise_run
     from smallgan.sampling import load_generator
 
     G = load_generator(trained["run"], device="cpu")
