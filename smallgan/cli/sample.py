@@ -12,15 +12,13 @@ from typing import Annotated, Optional
 import typer
 
 from smallgan.cli.app import app
-from smallgan.cli.common import one_run
+from smallgan.cli.common import CkptOption, RunOption, one_run
 from smallgan.errors import SmallganError
 from smallgan.sampling.request import SampleRequest
 
 # The options, one alias each, so that the command's signature reads as a table.
 RunArg = Annotated[Optional[str], typer.Argument(
     metavar="RUN", help="Run folder, generator file or hf:USER/NAME (default: the latest run under --runs-dir).")]
-Run = Annotated[Optional[str], typer.Option("--run", help="The same as RUN.")]
-Ckpt = Annotated[Optional[Path], typer.Option("--ckpt", help="A generator.safetensors or a checkpoint folder.")]
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Where to look for the latest run.")]
 Out = Annotated[Optional[Path], typer.Option(
     "--out", "-o", help="Image file (grid, sweep, interpolation) or folder (default: <run>/samples/...).")]
@@ -50,7 +48,7 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace numbered P
 
 
 @app.command("sample")
-def sample_command(run_arg: RunArg = None, run: Run = None, ckpt: Ckpt = None, runs_dir: RunsDir = Path("runs"),
+def sample_command(run_arg: RunArg = None, run: RunOption = None, ckpt: CkptOption = None, runs_dir: RunsDir = Path("runs"),
                    out: Out = None, n: N = 64, nrow: Nrow = None, seed: Seed = 0, seeds: Seeds = None,
                    trunc: Trunc = None, grid: Grid = False, trunc_sweep: TruncSweep = None, interp: Interp = None,
                    classes: Classes = None, to_class: ToClass = None, standing_stats: StandingStats = 0,

@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from smallgan.metrics.evaluate import ProgressFn, SampleFn, evaluate_generator, real_set_statistics
+from smallgan.metrics.evaluate import ProgressFn, SampleFn, evaluate_generator
 from smallgan.metrics.features import FeatureExtractor
+from smallgan.metrics.folders import real_set_statistics
 from smallgan.metrics.stats import FeatureStats
 from smallgan.sampling.generator import TrainedGenerator
 
@@ -85,7 +86,7 @@ class RunEvaluator:
 def load_real_images(real: str | Path, resolution: int) -> torch.Tensor:
     """uint8 (N, 3, H, W) of a prepared dataset, or of a plain image folder center-cropped as for the metrics."""
     from smallgan.data import load_prepared
-    from smallgan.metrics.evaluate import folder_sample_fn, is_prepared, list_images
+    from smallgan.metrics.folders import folder_sample_fn, is_prepared, list_images
 
     if is_prepared(real):
         return load_prepared(real, resolution=resolution).images

@@ -16,7 +16,7 @@ from pathlib import Path
 from smallgan.errors import SmallganError
 from smallgan.sampling.generator import Progress, TrainedGenerator
 
-PhaseProgress = Callable[[str], Progress]   # label -> the (done, total) callback of that phase
+Phases = Callable[[str], Progress]   # label -> the (done, total) callback of that phase
 
 _OUR_FILES = re.compile(r"^\d+\.png$")
 _SEED_FILES = re.compile(r"^seed\d+\.png$")
@@ -57,7 +57,7 @@ class Written:
 
 
 def write_samples(G: TrainedGenerator, req: SampleRequest, samples_dir: Path,
-                  progress: PhaseProgress) -> tuple[Written, SampleRequest]:
+                  progress: Phases) -> tuple[Written, SampleRequest]:
     """Write what ``req`` asks for; returns what was written and the request with its defaults resolved."""
     req = replace(req, trunc=G.config.sample.trunc if req.trunc is None else req.trunc)
     for wanted in (req.classes, req.to_class):   # unknown classes fail now, listing the valid ones
@@ -80,7 +80,7 @@ def write_samples(G: TrainedGenerator, req: SampleRequest, samples_dir: Path,
     return _folder(G, req, progress, req.out or samples_dir / f"sample-{tag}"), req
 
 
-def _grid(G: TrainedGenerator, req: SampleRequest, progress: PhaseProgress, out: Path) -> Written:
+def _grid(G: TrainedGenerator, req: SampleRequest, progress: Phases, out: Path) -> Written:
     from smallgan.sampling.images import grid_columns, save_grid
 
     per_row = req.nrow or grid_columns(req.n)
@@ -89,7 +89,7 @@ def _grid(G: TrainedGenerator, req: SampleRequest, progress: PhaseProgress, out:
     return Written(save_grid(images, out, nrow=per_row), f"{req.n} images, {per_row} per row")
 
 
-def _sweep(G: TrainedGenerator, req: SampleRequest, progress: PhaseProgress, out: Path) -> Written:
+def _sweep(G: TrainedGenerator, req: SampleRequest, progress: Phases, out: Path) -> Written:
     from smallgan.sampling.figures import truncation_sweep
     from smallgan.sampling.images import grid_columns, make_grid, save_image, side_by_side
 
@@ -103,7 +103,7 @@ def _sweep(G: TrainedGenerator, req: SampleRequest, progress: PhaseProgress, out
     return Written(save_image(sheet, out), f"{len(thresholds)} grids of {req.n} images from the same latents")
 
 
-def _interpolate(G: TrainedGenerator, req: SampleRequest, progress: PhaseProgress, out: Path) -> Written:
+def _interpolate(G: TrainedGenerator, req: SampleRequest, progress: Phases, out: Path) -> Written:
     from smallgan.sampling.figures import class_interpolation, interpolation_frames, latent_interpolation
     from smallgan.sampling.images import save_gif, save_grid
 
@@ -133,7 +133,7 @@ def _ours(out: Path, pattern: re.Pattern[str], overwrite: bool, file_note: str, 
     return ours
 
 
-def _folder(G: TrainedGenerator, req: SampleRequest, progress: PhaseProgress, out: Path) -> Written:
+def _folder(G: TrainedGenerator, req: SampleRequest, progress: Phases, out: Path) -> Written:
     from smallgan.sampling.images import save_folder
 
     for p in _ours(out, _OUR_FILES, req.overwrite, f"--out names a folder for {req.n} PNG files", "numbered PNGs"):
@@ -143,7 +143,7 @@ def _folder(G: TrainedGenerator, req: SampleRequest, progress: PhaseProgress, ou
     return Written(out, f"{count} PNG files")
 
 
-def _seeds(G: TrainedGenerator, req: SampleRequest, progress: PhaseProgress, out: Path) -> Written:
+def _seeds(G: TrainedGenerator, req: SampleRequest, progress: Phases, out: Path) -> Written:
     from smallgan.io import atomic_write
     from smallgan.sampling.images import grid_columns, save_grid, to_pil
 
