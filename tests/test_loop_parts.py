@@ -22,9 +22,9 @@ from smallgan.training.loop import Trainer, train
 from smallgan.training.phases import UnitScaler, optimizer_step
 from smallgan.training.stats import read_metrics
 from smallgan.training.stopping import Stopping, limit_reached, planned_steps
+from tiny import TINY_BASE
 
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=8", "train.micro_batch=4",
-        "train.d_steps=1", "train.log_every=1", "train.sample_every=0", "train.sv_every=0", "sample.n=4",
+TINY = [*TINY_BASE, "train.batch=8", "train.d_steps=1", "train.log_every=1", "train.sv_every=0",
         "train.ema_start_kimg=0.016"]
 
 

@@ -20,10 +20,10 @@ from smallgan.registry import build_discriminator, build_generator
 from smallgan.sampling.export import load_generator
 from smallgan.training.batches import RealStream, epoch_seed, step_seed
 from smallgan.training.loop import train
+from tiny import TINY_BASE
 
 ROOT = Path(__file__).parent.parent
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=8", "train.micro_batch=4",
-        "train.sample_every=0", "train.sv_every=0", "sample.n=4"]
+TINY = [*TINY_BASE, "train.batch=8", "train.sv_every=0"]
 
 
 def spectral_norms_of_normalised_weights(module: torch.nn.Module) -> dict[str, float]:
