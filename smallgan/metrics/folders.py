@@ -120,7 +120,6 @@ def evaluate_folders_with_memorization(real: str | Path, fake: str | Path, extra
     results: dict[str, Any] = evaluate_folders(real, fake, extractor, standard, **options) if standard else {}
     if "memorization" in metrics:
         from smallgan.metrics.memorization import memorization_check
-        from smallgan.metrics.run import load_real_images
 
         files = list_images(fake)
         if not files:
@@ -131,3 +130,13 @@ def evaluate_folders_with_memorization(real: str | Path, fake: str | Path, extra
                                   grid=grid, progress=options["progress"])
         results = {**memo, **results}
     return results
+
+
+def load_real_images(real: str | Path, resolution: int) -> torch.Tensor:
+    """uint8 (N, 3, H, W) of a prepared dataset, or of a plain image folder center-cropped as for the metrics."""
+    from smallgan.data import load_prepared
+
+    if is_prepared(real):
+        return load_prepared(real, resolution=resolution).images
+    files = list_images(real)
+    return folder_sample_fn(files, resolution)(len(files), 0)
