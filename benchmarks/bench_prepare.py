@@ -1,6 +1,6 @@
 """Throughput of `smallgan prepare`: synthetic 512 px JPEGs -> 64 px, with 1 and 2 workers.
 
-    python benchmarks/bench_prepare.py [--count 2000] [--size 512] [--resolution 64] [--workers 1 2]
+    python -m benchmarks.bench_prepare [--count 2000] [--size 512] [--resolution 64] [--workers 1 2]
 
 Prints images/second for each worker count (the full pipeline: walk, decode, hash, resize, PNG,
 Arrow write, save_to_disk). The source JPEGs are generated once into a temporary folder.

@@ -2,7 +2,7 @@
 time in a process, then again), to log one interval's scalars and one 64-image 32 px grid, through the same
 Accelerate tracker and functions the training loop uses.
 
-    python benchmarks/bench_tracker.py [--repeats 50]
+    python -m benchmarks.bench_tracker [--repeats 50]
 """
 
 from __future__ import annotations

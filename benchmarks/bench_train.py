@@ -1,7 +1,7 @@
 """Side-by-side training-step benchmark: each optimisation against the current defaults, in one run.
 
-    python benchmarks/bench_train.py --resolution 32 64 128 --ch 16 --batch 8
-    python benchmarks/bench_train.py --variants baseline,channels_last,bf16 --device cuda --ch 96 --batch 64
+    python -m benchmarks.bench_train --resolution 32 64 128 --ch 16 --batch 8
+    python -m benchmarks.bench_train --variants baseline,channels_last,bf16 --device cuda --ch 96 --batch 64
 
 Every (variant, resolution) runs in its own subprocess (a fresh Accelerator and allocator), variants take
 turns within each repeat so background load hits them alike, and the median over repeats is reported.

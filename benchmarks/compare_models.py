@@ -1,6 +1,6 @@
 """BigGAN against FastGAN on one data set, at the same CPU budget: the table of docs/biggan-vs-fastgan.md.
 
-    OMP_NUM_THREADS=1 python benchmarks/compare_models.py --data builtin:photos --cpu-minutes 5 \\
+    OMP_NUM_THREADS=1 python -m benchmarks.compare_models --data builtin:photos --cpu-minutes 5 \\
         --json benchmarks/results/compare-photos-5min.json --grid docs/compare-photos.png
 
 Both models train unconditionally (``model.n_classes=1``; FastGAN has no classes) at 64 px (FastGAN's smallest
@@ -38,12 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import build_reference, feature_distance, few_shot_subset, held_out_split, judge_outputs  # noqa: E402
-from variety import pixels  # noqa: E402
-
-from smallgan.config import load_config  # noqa: E402
-from smallgan.data import load_prepared  # noqa: E402
+from benchmarks.common import SRC, stamp, write_json
+from benchmarks.quality import build_reference, feature_distance, few_shot_subset, held_out_split, judge_outputs
+from benchmarks.variety import pixels
+from smallgan.config import load_config
+from smallgan.data import load_prepared
 
 RESOLUTION = 64          # FastGAN's smallest
 HOLDOUT = 0.25           # the quality benchmark's split
@@ -102,9 +101,10 @@ def train_child(args: argparse.Namespace) -> None:
 def train_both(args: argparse.Namespace) -> dict[str, dict]:
     """Both children at once (one thread each); their RESULT lines."""
     procs = {}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
     for i, model in enumerate(MODELS):
-        cmd = [sys.executable, __file__, "--child", model, "--data", args.data, "--out-dir", args.out_dir,
+        cmd = [sys.executable, "-m", "benchmarks.compare_models", "--child", model, "--data", args.data,
+               "--out-dir", args.out_dir,
                "--seed", str(args.seed), "--cpu-minutes", str(args.cpu_minutes),
                "--child-steps", str(args.steps[i] if args.steps else 0)]
         cmd += [x for s in args.sets.get(model, []) for x in (f"--set-{model}", s)]
@@ -160,7 +160,7 @@ def calibration_rows(data, ref, test: torch.Tensor, train: torch.Tensor, seed: i
 
 
 def model_row(trained: dict, ref, train_images: torch.Tensor, seed: int) -> tuple[dict, torch.Tensor]:
-    from smallgan.cli.compare import sample_grid, summarise_run
+    from smallgan.compare import sample_grid, summarise_run
     from smallgan.sampling import load_generator
 
     G = load_generator(trained["run"], device="cpu")
@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--child-steps", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.sets = {"biggan": args.set_biggan, "fastgan": args.set_fastgan}
+    args.argv = sys.argv[1:] if argv is None else argv
     if args.child:
         train_child(args)
         return {}
@@ -237,7 +238,6 @@ def compare(args: argparse.Namespace) -> dict:
     result = {"data": args.data, "resolution": RESOLUTION, "budget": (f"steps {args.steps}" if args.steps else
                                                                       f"{args.cpu_minutes:g} CPU-minutes each"),
               "machine": f"{platform.machine()}, one thread per model, torch {torch.__version__}",
-              "command": "python benchmarks/compare_models.py " + " ".join(sys.argv[1:]),
               "judge": {k: judge_calibration[k] for k in ("images", "held_out", "judge_test_acc")},
               "models": {}, "calibration": calibration_rows(data, ref, test, train, args.seed)}
     grids = []
@@ -249,7 +249,7 @@ def compare(args: argparse.Namespace) -> dict:
     print(f"{args.data} at {RESOLUTION} px, {result['budget']}; judge held-out accuracy "
           f"{judge_calibration['judge_test_acc']:.3f} on {judge_calibration['held_out']} images\n{table}")
     if args.json:
-        Path(args.json).write_text(json.dumps({**result, "table": table}, indent=2))
+        write_json(args.json, {**result, "table": table}, stamp("compare_models", args.argv))
     if args.grid:
         side_by_side(grids, [f"{m}: {r['model_label']}, {r['steps']} steps" for m, r in result["models"].items()],
                      gap=12).save(args.grid)

@@ -1,14 +1,14 @@
 """Everything the GPU has to prove, in one call of at most eight minutes, into one results folder.
 
-    python benchmarks/gpu_proof.py --out gpu-proof/              # on one CUDA GPU
-    python benchmarks/gpu_proof.py --out /tmp/proof --dry-run    # the same items at tiny size on the CPU (CI)
+    python -m benchmarks.gpu_proof --out gpu-proof/              # on one CUDA GPU
+    python -m benchmarks.gpu_proof --out /tmp/proof --dry-run    # the same items at tiny size on the CPU (CI)
 
 Items, in this order (each in its own process, every row appended to rows.jsonl as soon as it exists, so a run
 cut off still leaves what finished; a summary.md at the end):
 
 1. ``mfu``: the real Trainer at BigGAN 128 px, ch 96, micro-batch 64, 1 D step, eager, bf16 then fp16: s/iter,
    img/s, peak CUDA memory and model FLOP utilisation (bench_gpu.py's FLOP count and peaks).
-2. ``pytest``: ``pytest -m gpu`` with SMALLGAN_SYNC_DEBUG=error: every training iteration runs under
+2. ``pytest``: ``pytest -m gpu``: every training iteration of a GPU test runs under
    ``torch.cuda.set_sync_debug_mode("error")`` (tests/conftest.py), so one that waits for the GPU fails.
 3. ``notebook``: tests/test_notebook.py, the Colab notebook in its smoke mode, on this machine.
 4. ``fewshot``: ``smallgan train`` on builtin:digits (1,797 images) for --fewshot-steps steps with a KID at the
@@ -28,13 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_gpu  # noqa: E402   the child processes, FLOP count, peaks and the Runner
-
-SRC = Path(__file__).resolve().parents[1]
+from benchmarks import bench_gpu   # the MFU figures and the summary table
+from benchmarks.common import SRC, Runner, run_process, stamp, write_markdown
 
 
-def _mfu_rows(r: bench_gpu.Runner, dry: bool, compiled: bool, counted: dict[int, int]) -> None:
+def _mfu_rows(r: Runner, dry: bool, compiled: bool, counted: dict[int, int]) -> None:
     res, ch, mb = (32, 8, 8) if dry else (128, 96, 64)
     iters, warmup = (1, 1) if dry else (10, 3)
     extra = ["train.compile=true"] + (["train.compile_backend=eager"] if dry else []) if compiled else []
@@ -51,7 +49,7 @@ def _mfu_rows(r: bench_gpu.Runner, dry: bool, compiled: bool, counted: dict[int,
             r.say(f"  {name}: MFU {row['mfu']:.1%} of the {row['mfu_peak']} peak")
 
 
-def _command(r: bench_gpu.Runner, name: str, cmd: list[str], cap: float, out_dir: Path, env: dict | None = None,
+def _command(r: Runner, name: str, cmd: list[str], cap: float, out_dir: Path, env: dict | None = None,
              cwd: Path | None = None) -> dict:
     """Run a command (not a child spec) with what is left of the budget; its output goes to <name>.txt."""
     import os
@@ -64,13 +62,14 @@ def _command(r: bench_gpu.Runner, name: str, cmd: list[str], cap: float, out_dir
     saved = dict(os.environ)
     os.environ.update(env or {})
     try:
-        stdout, stderr, rc = bench_gpu._run(cmd, timeout, cwd=cwd or tempfile.mkdtemp(prefix="smallgan-proof-"))
+        stdout, stderr, rc = run_process(cmd, timeout, cwd=cwd or tempfile.mkdtemp(prefix="smallgan-proof-"))
     finally:
         os.environ.clear()
         os.environ.update(saved)
     wall = round(time.perf_counter() - t0, 1)
     text = stdout + stderr
-    (out_dir / f"{name}.txt").write_text(f"$ {' '.join(cmd)}\nrc={rc} wall={wall}s\n\n{text}")
+    header = f"commit {r.stamp['commit']}; command: {r.stamp['command']}\n$ {' '.join(cmd)}\nrc={rc} wall={wall}s"
+    (out_dir / f"{name}.txt").write_text(f"{header}\n\n{text}")
     tail = [ln for ln in text.strip().splitlines() if ln.strip()][-5:]
     row = {"item": name, "ok": rc == 0, "rc": rc, "wall_s": wall, "tail": tail}
     r.say(f"done {name}: rc={rc} in {wall}s")
@@ -123,8 +122,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = ap.parse_args(argv)
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    r = bench_gpu.Runner(argparse.Namespace(out=out_dir / "rows.jsonl", log=str(out_dir / "log.txt"),
-                                            budget_s=args.budget_s))
+    stamped = stamp("gpu_proof", sys.argv[1:] if argv is None else argv)
+    r = Runner(out_dir / "rows.jsonl", out_dir / "log.txt", args.budget_s, stamped)
     items = [s.strip() for s in args.items.split(",") if s.strip()]
     r.say(f"gpu_proof: items {items}, budget {args.budget_s:.0f}s, dry run {args.dry_run}")
     counted: dict[int, int] = {}
@@ -142,8 +141,8 @@ def main(argv: list[str] | None = None) -> Path:
     table = bench_gpu.summary_table(r.rows)
     lines = [f"| {x['item']} | {'ok' if x.get('ok') else 'FAILED'} | {x.get('wall_s', '-')} | "
              f"{x.get('skipped') or x.get('kid') or ''} |" for x in r.rows if x["item"] not in ("step", "info")]
-    (out_dir / "summary.md").write_text(table + "\n\n| item | result | wall s | note |\n|---|---|---|---|\n"
-                                        + "\n".join(lines) + "\n")
+    write_markdown(out_dir / "summary.md", table + "\n\n| item | result | wall s | note |\n|---|---|---|---|\n"
+                   + "\n".join(lines) + "\n", stamped)
     r.say("finished\n" + (out_dir / "summary.md").read_text())
     return out_dir
 

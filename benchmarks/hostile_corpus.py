@@ -1,6 +1,6 @@
 """`smallgan prepare` on a scraped-folder nightmare: a generated corpus of hostile files, timed, with peak memory.
 
-    python benchmarks/hostile_corpus.py [--count 2000] [--workers 2] [--resolution 64]
+    python -m benchmarks.hostile_corpus [--count 2000] [--workers 2] [--resolution 64]
 
 The corpus (make_corpus; tests/test_prepare_hostile.py builds a small one): nested folders 21 deep, unicode,
 spaces and newlines in names, uppercase and missing extensions, symlinks in and out of the tree, a symlink loop,

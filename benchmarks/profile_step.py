@@ -1,7 +1,7 @@
 """Where a training iteration's time goes: torch.profiler's operator table for the real Trainer.
 
-    python benchmarks/profile_step.py                                   # tiny-cpu recipe and 64 px ch 32 b16
-    python benchmarks/profile_step.py --config 64,32,16 --rows 25 --device cuda
+    python -m benchmarks.profile_step                                   # tiny-cpu recipe and 64 px ch 32 b16
+    python -m benchmarks.profile_step --config 64,32,16 --rows 25 --device cuda
 
 Each configuration: BigGAN through smallgan.bench.bench_config (fp32, d_steps 2, EMA and orthogonal
 regularisation as the recipe says), `--warmup` iterations, then `--iters` profiled ones. The table is sorted by
@@ -17,7 +17,7 @@ import tempfile
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from smallgan.bench import SyntheticImages, bench_config
+from smallgan.bench import bench_config, synthetic_images
 from smallgan.config import load_config
 
 
@@ -30,8 +30,7 @@ def _trainer(spec: str, device: str, tmp: str):
         res, ch, batch = (int(x) for x in spec.split(","))
         cfg = bench_config("biggan", res, ch, batch, 2, "no")
     cfg.train.out_dir, cfg.train.name = tmp, "profile"
-    r, n = cfg.model.resolution, max(64, cfg.train.batch * 4)
-    data = SyntheticImages(torch.randint(0, 256, (n, 3, r, r), dtype=torch.uint8), torch.zeros(n, dtype=torch.long), [])
+    data = synthetic_images(cfg, max(64, cfg.train.batch * 4))
     if device == "cpu":
         cfg.train.precision = "no"
     return Trainer(cfg, dataset=data)

@@ -11,11 +11,11 @@ run, samples every class from the EMA generator exactly as `smallgan sample --cl
   over the real class's, each beside its real-vs-real figure; a class under half of it is flagged (*);
 - steps, images seen by D (kimg) and training seconds (sampling and evaluation not counted).
 
-    python benchmarks/quality.py --data builtin:shapes --recipe tiny-cpu --minutes 3
-    python benchmarks/quality.py --data builtin:digits --recipe tiny-cpu --minutes 10
-    python benchmarks/quality.py --data builtin:shapes --run runs/demo      # evaluate a finished run
-    python benchmarks/quality.py --data builtin:shapes --minutes 0 --steps 1600 --d-ceiling
-    python benchmarks/quality.py --data builtin:digits --minutes 0 --steps 1200 --points 3 --max-images 100
+    python -m benchmarks.quality --data builtin:shapes --recipe tiny-cpu --minutes 3
+    python -m benchmarks.quality --data builtin:digits --recipe tiny-cpu --minutes 10
+    python -m benchmarks.quality --data builtin:shapes --run runs/demo      # evaluate a finished run
+    python -m benchmarks.quality --data builtin:shapes --minutes 0 --steps 1600 --d-ceiling
+    python -m benchmarks.quality --data builtin:digits --minutes 0 --steps 1200 --points 3 --max-images 100
 
 `--json FILE` writes every figure; `--grid FILE` the final samples, one class per row. `--d-ceiling` adds a
 row that bounds what conditioning can reach: the recipe's D, given the labels, trained as a plain classifier
@@ -26,7 +26,6 @@ tell the classes apart this way cannot teach G to draw them either.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -47,7 +46,8 @@ from smallgan.metrics.fid import frechet_distance
 from smallgan.registry import build_discriminator
 from smallgan.sampling import TrainedGenerator, load_generator, save_grid
 
-from variety import VarietyReference, build_variety, class_figures, format_classes, summary
+from benchmarks.common import stamp, write_json
+from benchmarks.variety import VarietyReference, build_variety, class_figures, format_classes, summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.grid:
             save_grid(class_rows(G, len(ref.class_names)), args.grid, nrow=10)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result, stamp("quality", argv))
     return result
 
 

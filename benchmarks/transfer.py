@@ -8,26 +8,23 @@ with FreezeD as the recipe has it; "init+g_norm": also train.finetune=g_norm), f
 Every variant is scored by benchmarks/quality.py against all real images of 5-9: class accuracy and feature
 distance. The figures of docs/fine-tuning.md:
 
-    python benchmarks/transfer.py --pretrain-steps 1200 --steps 600 --images 100 \
+    python -m benchmarks.transfer --pretrain-steps 1200 --steps 600 --images 100 \
         --json benchmarks/results/transfer-digits-600steps.json
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import quality  # noqa: E402  (the benchmark next to this one)
-
-from data_tools.builtin import render_digit  # noqa: E402
-from smallgan.config import load_config  # noqa: E402
-from smallgan.training.loop import train  # noqa: E402
+from benchmarks import quality
+from benchmarks.common import stamp, write_json
+from data_tools.builtin import render_digit
+from smallgan.config import load_config
+from smallgan.training.loop import train
 
 VARIANTS = {   # name -> overrides of finetune32 for the target run
     "scratch": ["train.freeze_d=0"],
@@ -83,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, r in results["variants"].items():
         print(f"{name:<14} {r['final']['class_acc']:>9.3f} {r['final']['fd']:>9.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results, stamp("transfer", argv))
     return results
 
 

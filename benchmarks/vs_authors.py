@@ -1,7 +1,7 @@
 """Our training step against the BigGAN authors' code (BigGAN-PyTorch) at the same settings, in one run.
 
-    python benchmarks/vs_authors.py --ref ~/src/BigGAN-PyTorch --resolution 64 --ch 32 --batch 16
-    python benchmarks/vs_authors.py --ref ~/src/BigGAN-PyTorch --resolution 32 64 128 --device cuda --ch 96
+    python -m benchmarks.vs_authors --ref ~/src/BigGAN-PyTorch --resolution 64 --ch 32 --batch 16
+    python -m benchmarks.vs_authors --ref ~/src/BigGAN-PyTorch --resolution 32 64 128 --device cuda --ch 96
 
 `--ref` is a checkout of github.com/ajbrock/BigGAN-PyTorch: nothing is fetched at run time and none of its code
 is copied here; its modules are imported from that folder, in a subprocess of their own (its `datasets.py`

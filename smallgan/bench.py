@@ -1,7 +1,9 @@
 """Training-step benchmark: img/s and peak memory of one full iteration (d_steps D updates + one G update,
 with EMA and orthogonal regularisation as the recipe says), through the real Trainer on synthetic images.
 
-Used by `smallgan bench` and benchmarks/bench_train.py. Warm-up iterations are excluded from the timing.
+Used by `smallgan bench` and the benchmarks package (benchmarks/): its one step timer (:func:`time_iterations`),
+one peak-memory reading (:func:`peak_memory`) and one synthetic image set (:func:`synthetic_images`).
+Warm-up iterations are excluded from the timing.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import resource
 import tempfile
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -51,8 +54,65 @@ def bench_config(
     return load_config(BASE_RECIPE.get(arch, "tiny-cpu"), [*overrides, *(extra or [])])
 
 
+def synthetic_images(cfg: Config, n_images: int, seed: int = 0) -> SyntheticImages:
+    """Seeded random uint8 images at the config's resolution, with a label per class when it has classes."""
+    r, n_classes = cfg.model.resolution, cfg.model.n_classes
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n_images, 3, r, r), dtype=torch.uint8, generator=g)
+    if n_classes > 1:
+        return SyntheticImages(images, torch.randint(0, n_classes, (n_images,), generator=g),
+                               [f"class{i}" for i in range(n_classes)])
+    return SyntheticImages(images, torch.zeros(n_images, dtype=torch.long), [])
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory() -> dict[str, Any]:
+    """The peak since :func:`reset_peak_memory`: CUDA max allocated (and reserved) on a GPU, else the process's
+    peak RSS (which cannot be reset: it covers the whole process)."""
+    if torch.cuda.is_available():
+        return {"peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                "peak_reserved_mb": round(torch.cuda.max_memory_reserved() / 2**20, 1),
+                "peak_mem_kind": "cuda max allocated"}
+    return {"peak_mem_mb": round(_peak_rss_mb(), 1), "peak_mem_kind": "process peak RSS"}
+
+
+@dataclass
+class StepTiming:
+    s_per_iter: float                      # mean over the timed iterations
+    warmup_s: list[float]                  # each warm-up iteration (compilation shows here)
+    losses: dict[str, torch.Tensor]        # of the last timed iteration
+
+
+def time_iterations(step: Callable[[], dict[str, torch.Tensor]], *, iters: int, warmup: int) -> StepTiming:
+    """The one step timer of the benchmarks: ``warmup`` untimed calls of ``step`` (a Trainer's
+    ``train_iteration``), then ``iters`` timed ones, the device synchronised around the timing; the peak
+    memory is reset after the warm-up."""
+    warm = []
+    for _ in range(warmup):
+        t0 = time.perf_counter()
+        step()
+        _sync()
+        warm.append(round(time.perf_counter() - t0, 4))
+    reset_peak_memory()
+    t0 = time.perf_counter()
+    losses: dict[str, torch.Tensor] = {}
+    for _ in range(iters):
+        losses = step()
+    _sync()
+    return StepTiming((time.perf_counter() - t0) / iters, warm, losses)
 
 
 def run_benchmark(cfg: Config, *, iters: int = 10, warmup: int = 3, device: str = "auto") -> dict[str, Any]:
@@ -63,38 +123,25 @@ def run_benchmark(cfg: Config, *, iters: int = 10, warmup: int = 3, device: str 
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # must happen before Accelerate looks at the devices
     cuda = torch.cuda.is_available() and device != "cpu"
-    n_images = max(64, cfg.train.batch * 4)
-    r = cfg.model.resolution
-    data = SyntheticImages(torch.randint(0, 256, (n_images, 3, r, r), dtype=torch.uint8),
-                           torch.zeros(n_images, dtype=torch.long), [])
+    data = synthetic_images(cfg, max(64, cfg.train.batch * 4))
     with tempfile.TemporaryDirectory() as tmp:
         cfg.train.out_dir, cfg.train.name = tmp, "bench"
         trainer = Trainer(cfg, dataset=data)
-        sync = torch.cuda.synchronize if cuda else (lambda: None)
-        for _ in range(warmup):
-            trainer.train_iteration()
-        sync()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
         rss_before = _peak_rss_mb()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            losses = trainer.train_iteration()
-        sync()
-        seconds = (time.perf_counter() - t0) / iters
-        finite = all(torch.isfinite(v).item() for v in losses.values())
+        timing = time_iterations(trainer.train_iteration, iters=iters, warmup=warmup)
+        memory = peak_memory()
+        finite = all(torch.isfinite(v).item() for v in timing.losses.values())
         g_params, d_params = count_params(trainer.G), count_params(trainer.D)
         dev = str(trainer.accelerator.device)
         precision = trainer.precision   # train.precision=auto, resolved for the device
     t = cfg.train
     return {
-        "arch": cfg.model.arch, "resolution": r, "ch": cfg.model.ch, "batch": t.batch, "d_steps": t.d_steps,
-        "precision": precision, "device": dev, "G_params": g_params, "D_params": d_params,
-        "s_per_iter": round(seconds, 5),
+        "arch": cfg.model.arch, "resolution": cfg.model.resolution, "ch": cfg.model.ch, "batch": t.batch,
+        "d_steps": t.d_steps, "precision": precision, "device": dev, "G_params": g_params, "D_params": d_params,
+        "s_per_iter": round(timing.s_per_iter, 5),
         # Real images through D per second (batch x d_steps per iteration), the unit of the training log.
-        "img_s": round(t.batch * t.d_steps / seconds, 2),
-        "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else round(_peak_rss_mb(), 1),
-        "peak_mem_kind": "cuda max allocated" if cuda else "process peak RSS",
+        "img_s": round(t.batch * t.d_steps / timing.s_per_iter, 2),
+        "peak_mem_mb": memory["peak_mem_mb"], "peak_mem_kind": memory["peak_mem_kind"],
         "rss_growth_mb": None if cuda else round(_peak_rss_mb() - rss_before, 1),
         "losses_finite": finite,
         "torch": torch.__version__, "threads": torch.get_num_threads(),

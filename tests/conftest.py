@@ -20,13 +20,24 @@ def _isolated_caches(tmp_path_factory, monkeypatch):
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """``tiny_cfg(*overrides, name="run")``: the tiny-cpu recipe at the tests' sizes (tests/tiny.py), its run
+    folder under this test's tmp_path."""
+    from tiny import tiny
+
+    return lambda *extra, name="run": tiny(tmp_path, *extra, name=name)
+
+
 @pytest.fixture(autouse=True)
-def _sync_debug(monkeypatch):
-    """SMALLGAN_SYNC_DEBUG=warn|error (set by benchmarks/gpu_proof.py): every training iteration runs under
-    torch.cuda.set_sync_debug_mode, so one that waits for the GPU warns or fails its test. Logging, checkpoints
-    and the tests' own checks read the device outside the iteration, as they must."""
-    mode = os.environ.get("SMALLGAN_SYNC_DEBUG")
-    if mode and torch.cuda.is_available():
+def _sync_debug(request, monkeypatch):
+    """Every training iteration of a GPU test (marked ``gpu``) runs under torch.cuda.set_sync_debug_mode("error"),
+    so an iteration that waits for the GPU fails its test; SMALLGAN_SYNC_DEBUG=warn|error sets the mode for
+    every test (benchmarks/gpu_proof.py), 0 turns it off. Logging, checkpoints and the tests' own checks read
+    the device outside the iteration, as they must."""
+    default = "error" if request.node.get_closest_marker("gpu") else ""
+    mode = os.environ.get("SMALLGAN_SYNC_DEBUG", default)
+    if mode and mode != "0" and torch.cuda.is_available():
         from smallgan.training.loop import Trainer
 
         plain = Trainer.train_iteration

@@ -8,35 +8,19 @@ test_fastgan.py.
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
 
 from smallgan.errors import ConfigError
-from smallgan.models.config import ModelConfig
-from smallgan.registry import (
-    build_discriminator, build_generator, check_model_config, count_params, get_architecture, list_architectures,
-)
+from smallgan.registry import build_discriminator, build_generator, count_params, get_architecture, list_architectures
+from tiny import tiny_model as tiny
 
 ARCHS = list_architectures()
 # From 256 px on, building and running even a few-channel network takes seconds on a CPU.
 ARCH_RESOLUTIONS = [pytest.param(a, r, marks=[pytest.mark.slow] if r >= 256 else [])
                     for a in ARCHS for r in get_architecture(a).resolutions]
-
-
-def tiny(arch: str, resolution: int | None = None, **kw) -> ModelConfig:
-    """A few-channel config the architecture accepts: conditional (3 classes) where it takes classes."""
-    resolution = resolution or min(get_architecture(arch).resolutions)
-    for n_classes in (3, 1):
-        base = dict(arch=arch, resolution=resolution, ch=4, d_ch=4, z_dim=16, shared_dim=8, hier=False,
-                    n_classes=n_classes, g_attention=[], d_attention=[])
-        cfg = ModelConfig(**{**base, **kw})
-        try:
-            check_model_config(cfg)
-        except ConfigError:
-            continue
-        return cfg
-    raise AssertionError(f"no tiny config that {arch} accepts")
 
 
 def test_the_builtin_architectures_are_registered():
@@ -56,6 +40,44 @@ def test_generator_and_discriminator_shapes_at_every_resolution(arch: str, res: 
         logits = D(x, y)
     assert x.shape == (2, 3, res, res) and x.abs().max() <= 1 and torch.isfinite(x).all()
     assert logits.shape[0] == 2 and logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("arch,res", ARCH_RESOLUTIONS)
+def test_backward_reaches_every_parameter(arch: str, res: int) -> None:
+    """Every parameter of G and D takes part in a training step (DDP without find_unused_parameters needs it);
+    with the reconstruction decoders of a D that has them (FastGAN: D(x, y, n_real=...))."""
+    torch.manual_seed(0)
+    cfg = tiny(arch, res)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    z, y = torch.randn(2, cfg.z_dim), torch.arange(2) % cfg.n_classes
+    x = G(z, y)
+    assert x.shape == (2, 3, res, res) and x.abs().max() <= 1 and torch.isfinite(x).all()
+    if "n_real" in inspect.signature(D.forward).parameters:
+        logits, pairs = D(x, y, n_real=2)
+        loss = logits.sum() + sum((a - b).abs().mean() for a, b in pairs)
+    else:
+        loss = D(x, y).sum()
+    loss.backward()
+    missing = [n for n, p in [*G.named_parameters(), *D.named_parameters()] if p.grad is None]
+    assert not missing, missing
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ARCHS)
+def test_one_trainer_iteration(arch: str, tmp_path) -> None:
+    """The real loop's iteration (D steps, G step, EMA) on every registered architecture, at its smallest
+    resolution and a few channels: finite losses, and G's weights move."""
+    from smallgan.bench import bench_config, synthetic_images
+    from smallgan.training.loop import Trainer
+
+    cfg = bench_config(arch, min(get_architecture(arch).resolutions), 4, 4, 1, "no",
+                       [f"train.out_dir={tmp_path}", "train.name=run", "model.g_attention=[]",
+                        "model.d_attention=[]"])
+    trainer = Trainer(cfg, dataset=synthetic_images(cfg, 8))
+    before = {k: v.detach().clone() for k, v in trainer.G.named_parameters()}
+    losses = trainer.train_iteration()
+    assert losses and all(torch.isfinite(v).all() for v in losses.values()), losses
+    assert any(not torch.equal(before[k], v) for k, v in trainer.G.named_parameters())
 
 
 @pytest.mark.parametrize("arch", ARCHS)

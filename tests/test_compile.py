@@ -25,7 +25,7 @@ from smallgan.layers.spectral_norm import SpectralNorm, _spectral_norms, power_i
 
 batched_power_iteration = partial(power_iteration_, batched=True)   # the GPU's path, here on the CPU
 from smallgan.registry import build_discriminator, build_generator, list_architectures
-from test_architectures import tiny
+from tiny import tiny_model as tiny
 
 ARCHS = list_architectures()
 

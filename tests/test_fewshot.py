@@ -11,7 +11,7 @@ from smallgan.data import PreparedImages
 from smallgan.training.ada import AdaptiveAugment
 from smallgan.training.loop import Trainer, train
 from smallgan.training.stats import read_metrics
-from test_training import TINY, states, tiny
+from tiny import TINY, states, tiny
 
 ADA = ["train.diffaug=translation", "train.ada_target=0.6", "train.augment_p=0", "train.ada_interval=2",
        "train.ada_kimg=0.1"]

@@ -23,7 +23,7 @@ from smallgan.device import compiler_unavailable, native_bf16
 from smallgan.training.loop import Trainer, train
 from smallgan.training.phases import UnitScaler
 from smallgan.training.stats import read_metrics
-from test_training import states, tiny   # tiny-cpu at 4 channels, batch 8 = 4 x 2 accumulation, logging every step
+from tiny import states   # tiny-cpu at 4 channels, batch 8 = 4 x 2 accumulation, logging every step
 
 # Deterministic cuBLAS for the resume test; read when cuBLAS starts, so set before any test touches the GPU.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -67,8 +67,8 @@ def smallgan_cli(*args: str) -> subprocess.CompletedProcess:
 # Mixed precision
 
 
-def test_fp16_scales_each_network_and_skips_an_overflow_step(tmp_path, device):
-    trainer = Trainer(tiny(tmp_path, "train.precision=fp16", "train.max_steps=10"))
+def test_fp16_scales_each_network_and_skips_an_overflow_step(tmp_path, device, tiny_cfg):
+    trainer = Trainer(tiny_cfg("train.precision=fp16", "train.max_steps=10"))
     assert trainer.accelerator.device.type == device
     assert trainer.precision == "fp16" and trainer.accelerator.mixed_precision == "fp16"
     assert trainer.state.g_scaler is not trainer.state.d_scaler and trainer.state.g_scaler.is_enabled() and trainer.state.d_scaler.is_enabled()
@@ -102,8 +102,8 @@ def test_fp16_scales_each_network_and_skips_an_overflow_step(tmp_path, device):
     assert c.bad_streak == 0 and not same(params(trainer.D), d_before)
 
 
-def test_bf16_training_steps(tmp_path, device):
-    trainer = Trainer(tiny(tmp_path, "train.precision=bf16", "train.max_steps=3"))
+def test_bf16_training_steps(tmp_path, device, tiny_cfg):
+    trainer = Trainer(tiny_cfg("train.precision=bf16", "train.max_steps=3"))
     assert trainer.accelerator.device.type == device and trainer.accelerator.mixed_precision == "bf16"
     assert all(isinstance(s, UnitScaler) for s in (trainer.state.g_scaler, trainer.state.d_scaler))
     before = params(trainer.G) | {f"D.{k}": v for k, v in params(trainer.D).items()}
@@ -117,8 +117,8 @@ def test_bf16_training_steps(tmp_path, device):
     assert records[-1]["skipped_d"] == 0 and records[-1]["skipped_g"] == 0
 
 
-def test_auto_precision_on_this_device(tmp_path, device):
-    trainer = Trainer(tiny(tmp_path, "train.max_steps=1"))           # train.precision = "auto", the default
+def test_auto_precision_on_this_device(tmp_path, device, tiny_cfg):
+    trainer = Trainer(tiny_cfg("train.max_steps=1"))           # train.precision = "auto", the default
     expected = "no" if device == "cpu" else ("bf16" if native_bf16() else "fp16")
     assert trainer.precision == expected == trainer.accelerator.mixed_precision
     trainer.run()
@@ -129,26 +129,26 @@ def test_auto_precision_on_this_device(tmp_path, device):
 # Speed options
 
 
-def test_channels_last_on_the_device(tmp_path, device):
-    nhwc = Trainer(tiny(tmp_path, "train.channels_last=true", "train.precision=no", "train.max_steps=2", name="nhwc"))
+def test_channels_last_on_the_device(tmp_path, device, tiny_cfg):
+    nhwc = Trainer(tiny_cfg("train.channels_last=true", "train.precision=no", "train.max_steps=2", name="nhwc"))
     convs = [p for p in nhwc.G.parameters() if p.ndim == 4] + [p for p in nhwc.D.parameters() if p.ndim == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     x, _ = nhwc.stream.batch(0, 4)
     assert x.device.type == device and x.is_contiguous(memory_format=torch.channels_last)
     a = nhwc.train_iteration()
     del nhwc
-    nchw = Trainer(tiny(tmp_path, "train.channels_last=false", "train.precision=no", "train.max_steps=2", name="nchw"))
+    nchw = Trainer(tiny_cfg("train.channels_last=false", "train.precision=no", "train.max_steps=2", name="nchw"))
     b = nchw.train_iteration()
     # Same weights, data and latents in another memory layout: the same losses up to kernel choice (TF32 convs).
     for k in a:
         torch.testing.assert_close(a[k].float(), b[k].float(), rtol=1e-2, atol=1e-2)
 
 
-def test_compile_trains_on_the_device(tmp_path, device):
+def test_compile_trains_on_the_device(tmp_path, device, tiny_cfg):
     reason = compiler_unavailable(torch.device(device))
     if reason:
         pytest.skip(f"train.compile: {reason}")
-    trainer = train(tiny(tmp_path, "train.compile=true", "train.precision=bf16", "train.max_steps=2"))
+    trainer = train(tiny_cfg("train.compile=true", "train.precision=bf16", "train.max_steps=2"))
     assert trainer.G._compiled_call_impl is not None and trainer.D._compiled_call_impl is not None
     records = read_metrics(trainer.run_dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2]
@@ -161,17 +161,17 @@ def test_compile_trains_on_the_device(tmp_path, device):
 # Exact resume
 
 
-def test_resume_on_the_device_follows_the_same_trajectory(tmp_path, device):
+def test_resume_on_the_device_follows_the_same_trajectory(tmp_path, device, tiny_cfg):
     flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        straight = states(train(tiny(tmp_path, "train.max_steps=6", "train.precision=bf16", name="straight")))
-        again = states(train(tiny(tmp_path, "train.max_steps=6", "train.precision=bf16", name="again")))
-        first = train(tiny(tmp_path, "train.max_steps=3", "train.precision=bf16", name="resumed"))
+        straight = states(train(tiny_cfg("train.max_steps=6", "train.precision=bf16", name="straight")))
+        again = states(train(tiny_cfg("train.max_steps=6", "train.precision=bf16", name="again")))
+        first = train(tiny_cfg("train.max_steps=3", "train.precision=bf16", name="resumed"))
         assert first.counters.step == 3
-        second = train(tiny(tmp_path, "train.max_steps=6", "train.precision=bf16", name="resumed"), resume="latest")
+        second = train(tiny_cfg("train.max_steps=6", "train.precision=bf16", name="resumed"), resume="latest")
         assert second.counters.step == 6
         resumed = states(second)
     finally:
@@ -195,8 +195,8 @@ def test_resume_on_the_device_follows_the_same_trajectory(tmp_path, device):
 
 
 @pytest.fixture
-def trained_run(tmp_path) -> Path:
-    trainer = train(tiny(tmp_path, "train.max_steps=2", "train.sample_every=2"))
+def trained_run(tmp_path, tiny_cfg) -> Path:
+    trainer = train(tiny_cfg("train.max_steps=2", "train.sample_every=2"))
     assert (trainer.run_dir / "samples" / "step-0000002.png").is_file()
     return trainer.run_dir
 
@@ -220,8 +220,8 @@ def test_sampling_on_the_device_matches_the_cpu(trained_run, tmp_path, device):
     assert r.returncode == 0 and out.is_file(), r.stderr[-2000:]
 
 
-def test_evaluation_with_a_random_extractor_on_the_device(tmp_path, device):
-    trainer = train(tiny(tmp_path, "train.max_steps=4", "train.eval_every=2", "eval.extractor=tiny", "eval.n=16",
+def test_evaluation_with_a_random_extractor_on_the_device(tmp_path, device, tiny_cfg):
+    trainer = train(tiny_cfg("train.max_steps=4", "train.eval_every=2", "eval.extractor=tiny", "eval.n=16",
                          "eval.batch_size=64", "eval.metrics=kid,fid", "eval.best=fid"))
     assert next(trainer.quality.extractor.parameters()).device.type == device
     evals = [r for r in read_metrics(trainer.run_dir / "metrics.jsonl") if r.get("event") == "eval"]

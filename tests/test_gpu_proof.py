@@ -4,13 +4,10 @@ script a rare and brief GPU session runs has run before, end to end, into one re
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import gpu_proof  # noqa: E402
+from benchmarks import gpu_proof
 
 
 @pytest.mark.slow
@@ -30,3 +27,6 @@ def test_gpu_proof_dry_run_writes_every_item_into_one_folder(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "bf16-compiled-32px-ch8-b8" in summary and "| fewshot | ok |" in summary
     assert (out / "log.txt").stat().st_size > 0
+    # Every result file says which commit and command wrote it.
+    assert all(r["commit"] and r["command"].startswith("python -m benchmarks.gpu_proof --out") for r in rows)
+    assert summary.startswith("<!-- commit ") and "benchmarks.gpu_proof" in summary.splitlines()[0]

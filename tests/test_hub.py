@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from smallgan.cli import app
 from smallgan.errors import SmallganError
+from tiny import TINY_BASE
 
 huggingface_hub = pytest.importorskip("huggingface_hub")
 from huggingface_hub.utils import _http as hub_http  # noqa: E402
@@ -26,8 +27,7 @@ from huggingface_hub.utils import _http as hub_http  # noqa: E402
 # The HTTP library the installed huggingface_hub uses (httpx, or its successor): the one its own client is made of.
 httpx = importlib.import_module(type(hub_http.default_client_factory()).__module__.split(".")[0])
 
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=4", "train.micro_batch=4",
-        "train.d_steps=1", "train.sample_every=0", "sample.n=4", "train.sv_every=0"]
+TINY = [*TINY_BASE, "train.batch=4", "train.d_steps=1", "train.sv_every=0"]
 
 
 class FakeHub:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from smallgan import runs
-from smallgan.config import ConfigError, TrainConfig, config_from_dict, load_config, take_notes
+from smallgan.config import ConfigError, config_from_dict, load_config, take_notes
 from smallgan.ema import HalfLife
 from smallgan.registry import Capabilities, build_discriminator, capabilities, capabilities_of
 from smallgan.training.loop import Trainer, train
@@ -23,9 +23,9 @@ from smallgan.training.phases import UnitScaler, optimizer_step
 from smallgan.training.stats import read_metrics
 from smallgan.training.schedule import schedule
 from smallgan.training.stopping import Stopping, limit_reached
+from tiny import TINY_BASE
 
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=8", "train.micro_batch=4",
-        "train.d_steps=1", "train.log_every=1", "train.sample_every=0", "train.sv_every=0", "sample.n=4",
+TINY = [*TINY_BASE, "train.batch=8", "train.d_steps=1", "train.log_every=1", "train.sv_every=0",
         "train.ema_start_kimg=0.016"]
 
 

@@ -12,8 +12,7 @@ from smallgan.metrics.features import PixelExtractor, build_extractor
 from smallgan.metrics.memorization import memorization_check
 from smallgan.training.loop import train
 from smallgan.training.stats import read_metrics
-from test_metrics import add_noise, smooth_images, write_folder
-from test_training import tiny
+from image_sets import add_noise, smooth_images, write_folder
 
 TRAIN, HELD_OUT = smooth_images(120, seed=21), smooth_images(60, seed=22)   # same distribution, other images
 
@@ -66,8 +65,8 @@ def test_eval_cli_falls_back_to_pixels_offline_and_flags_a_folder_of_copies(tmp_
 
 
 @pytest.mark.slow
-def test_memorization_during_training_is_logged_with_its_grid(tmp_path):
-    trainer = train(tiny(tmp_path, "train.max_steps=2", "train.eval_every=2", "eval.extractor=tiny", "eval.n=16",
+def test_memorization_during_training_is_logged_with_its_grid(tmp_path, tiny_cfg):
+    trainer = train(tiny_cfg("train.max_steps=2", "train.eval_every=2", "eval.extractor=tiny", "eval.n=16",
                          "eval.metrics=kid,memorization"))
     (rec,) = [r for r in read_metrics(trainer.run_dir / "metrics.jsonl") if r.get("event") == "eval"]
     assert {"kid", "memorized", "nn_ratio", "memorization_flagged"} <= set(rec) and rec["n_fake"] == 16

@@ -42,26 +42,8 @@ from smallgan.metrics import features as features_mod
 from smallgan import weights as weights_mod
 from smallgan.offline import OFFLINE_VARS
 from smallgan.metrics.kid import mmd2_unbiased
+from image_sets import add_noise, index_sample_fn, smooth_images, write_folder
 from torchrun_retry import run_torchrun
-
-
-def smooth_images(n: int, seed: int, size: int = 32) -> torch.Tensor:
-    """Natural-ish images: random colour fields at 4 and 8 px upsampled (image i depends on (seed, i) only)."""
-    out = []
-    for i in range(n):
-        g = torch.Generator().manual_seed(seed * 100_003 + i)
-        coarse = F.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=size, mode="bicubic", align_corners=False)
-        fine = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=size, mode="bilinear", align_corners=False)
-        out.append((0.7 * coarse + 0.3 * fine).clamp(0, 1))
-    return (torch.cat(out) * 255).round().to(torch.uint8)
-
-
-def index_sample_fn(seed: int, size: int = 32):
-    """A generator stand-in: image i is a pure function of (seed, i), whatever the batch split."""
-    def sample(batch: int, start: int) -> torch.Tensor:
-        return torch.cat([smooth_images(1, seed * 7919 + i, size) for i in range(start, start + batch)])
-
-    return sample
 
 
 def blur(images: torch.Tensor, times: int) -> torch.Tensor:
@@ -71,19 +53,6 @@ def blur(images: torch.Tensor, times: int) -> torch.Tensor:
     for _ in range(times):
         x = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k2, groups=3)
     return x.round().clamp(0, 255).to(torch.uint8)
-
-
-def add_noise(images: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (images.float() + sigma * torch.randn(images.shape, generator=g)).round().clamp(0, 255).to(torch.uint8)
-
-
-def write_folder(folder: Path, images: torch.Tensor) -> None:
-    from PIL import Image
-
-    folder.mkdir(parents=True)
-    for i, im in enumerate(images):
-        Image.fromarray(im.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
 
 
 def scipy_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -469,7 +438,7 @@ MULTI = """
 import json, sys, torch
 from accelerate import Accelerator
 sys.path.insert(0, {tests!r})
-from test_metrics import index_sample_fn, smooth_images
+from image_sets import index_sample_fn, smooth_images
 from smallgan.metrics import TinyExtractor, evaluate_generator, statistics_of_images
 acc = Accelerator(cpu=True)
 ext = TinyExtractor(0)

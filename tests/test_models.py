@@ -17,9 +17,6 @@ from smallgan.layers.spectral_norm import SpectralNorm, top_singular_values
 from smallgan.models import biggan, biggan_deep
 from smallgan.registry import build_discriminator, build_generator, check_model_config, list_architectures
 
-ALL = [("biggan", r) for r in (32, 64, 128, 256, 512)] + [("biggan-deep", r) for r in (64, 128, 256, 512)]
-
-
 def tiny(arch: str = "biggan", resolution: int = 32, **kw) -> ModelConfig:
     """A few-channel model; attention at 16x16, where even ch=4 gives >= 8 channels."""
     base = dict(arch=arch, resolution=resolution, ch=4, d_ch=4, z_dim=0, shared_dim=8, n_classes=3,
@@ -38,23 +35,6 @@ def n_params(m: nn.Module) -> int:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
-
-
-@pytest.mark.parametrize("arch,res", ALL)
-def test_shapes_range_and_gradients(arch: str, res: int) -> None:
-    cfg = tiny(arch, res)
-    G, D = build_generator(cfg), build_discriminator(cfg)
-    assert (G.z_dim, G.n_classes, G.resolution) == (cfg.z_dim, 3, res)
-    z, y = torch.randn(2, cfg.z_dim), torch.tensor([0, 2])
-    x = G(z, y)
-    assert x.shape == (2, 3, res, res)
-    assert x.min() >= -1 and x.max() <= 1 and torch.isfinite(x).all()
-    out = D(x, y)
-    assert out.shape == (2,) and out.dtype == torch.float32
-    out.sum().backward()
-    # Every parameter takes part (DDP without find_unused_parameters needs this).
-    for name, p in list(G.named_parameters()) + list(D.named_parameters()):
-        assert p.grad is not None, name
 
 
 @pytest.mark.parametrize("arch", ["biggan", "biggan-deep"])

@@ -19,11 +19,11 @@ from smallgan import checkpoint as ckpt
 from smallgan import runs
 from smallgan.exit_codes import ExitCode
 from smallgan.training.stats import read_metrics
+from tiny import TINY_BASE
 from torchrun_retry import run_torchrun
 
 SCRIPT = Path(__file__).parent / "dist_faults.py"
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=8", "train.micro_batch=4",
-        "train.log_every=1", "train.sample_every=0", "train.sv_every=0", "sample.n=4", "train.ckpt_every=2"]
+TINY = [*TINY_BASE, "train.batch=8", "train.log_every=1", "train.sv_every=0", "train.ckpt_every=2"]
 
 
 def _launch(tmp_path, mode, *extra, env=None):

@@ -4,16 +4,13 @@ its files are rewritten during the run."""
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 from rich.console import Console
 
 from data_tools.prepare import PrepareOptions, prepare
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from hostile_corpus import Mutator, check, make_corpus, snapshot  # noqa: E402
+from benchmarks.hostile_corpus import Mutator, check, make_corpus, snapshot
 
 
 @pytest.mark.slow

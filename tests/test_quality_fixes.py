@@ -21,10 +21,10 @@ from smallgan.registry import build_discriminator, build_generator
 from smallgan.sampling.export import load_generator
 from smallgan.training.batches import RealStream, epoch_seed, step_seed
 from smallgan.training.loop import train
+from tiny import TINY_BASE
 
 ROOT = Path(__file__).parent.parent
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=8", "train.micro_batch=4",
-        "train.sample_every=0", "train.sv_every=0", "sample.n=4"]
+TINY = [*TINY_BASE, "train.batch=8", "train.sv_every=0"]
 
 
 def spectral_norms_of_normalised_weights(module: torch.nn.Module) -> dict[str, float]:
@@ -126,12 +126,13 @@ def test_flips_are_off_unless_a_recipe_or_the_dataset_asks_for_them():
 def test_quality_benchmark_reports_accuracy_distance_and_calibration(tmp_path):
     out = tmp_path / "q.json"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--data", "builtin:shapes", "--minutes", "0",
+        [sys.executable, "-m", "benchmarks.quality", "--data", "builtin:shapes", "--minutes", "0",
          "--steps", "4", "--points", "2", "--per-class", "8", "--judge-steps", "30", "--json", str(out),
          "--grid", str(tmp_path / "grid.png"), *sum((["--set", s] for s in TINY), [])],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, cwd=ROOT)   # a module of the benchmarks package
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
+    assert result["command"].startswith("python -m benchmarks.quality --data builtin:shapes") and result["commit"]
     cal = result["calibration"]
     assert cal["classes"] == 3 and cal["held_out"] == 150 and 0 <= cal["judge_test_acc"] <= 1
     assert cal["noise_fd"] > cal["real_fd"] >= 0

@@ -26,9 +26,9 @@ from smallgan.exit_codes import ExitCode
 from smallgan.io import load_weights, save_weights
 from smallgan.sampling.export import load_generator
 from smallgan.training.loop import Trainer, train
+from tiny import TINY_BASE
 
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=4", "train.micro_batch=4",
-        "train.d_steps=1", "train.log_every=1", "train.sample_every=0", "sample.n=4"]
+TINY = [*TINY_BASE, "train.batch=4", "train.d_steps=1", "train.log_every=1"]
 
 
 def tiny(tmp_path, *extra, name="run"):

@@ -10,9 +10,9 @@ from smallgan.config import load_config
 from smallgan.training.loop import Trainer, TrainingDiverged, train
 from smallgan.training.rollback import ABANDONED_FILE
 from smallgan.training.stats import read_metrics
+from tiny import TINY_BASE
 
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=4", "train.micro_batch=4",
-        "train.d_steps=1", "train.log_every=1", "train.sample_every=0", "train.sv_every=2", "sample.n=4",
+TINY = [*TINY_BASE, "train.batch=4", "train.d_steps=1", "train.log_every=1", "train.sv_every=2",
         "train.max_bad_steps=2"]
 
 

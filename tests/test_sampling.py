@@ -24,9 +24,10 @@ from smallgan.sampling import (
     class_interpolation, export_generator, interpolation_frames, latent_interpolation, latest_run, load_generator,
     make_grid, save_gif, spread,
 )
+from tiny import TINY_MODEL
 
 CLASSES = ["circle", "square", "triangle"]
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8"]
+TINY = TINY_MODEL
 
 
 def _export(path: Path, overrides: list[str], n_classes: int = 3) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from smallgan import checkpoint as ckpt
+from smallgan import runs
 from smallgan.cli import app
 from smallgan.config import ConfigError, load_config, read_config, recipe_names, with_overrides
 from smallgan.training.loop import train
@@ -85,12 +85,12 @@ def test_a_config_saved_in_steps_reads_as_the_same_run_in_kimg():
 @pytest.mark.slow
 def test_a_run_whose_config_json_is_in_steps_continues(tmp_path):
     trainer = train(load_config("tiny-cpu", [*OLD_RUN, f"train.out_dir={tmp_path}"]))
-    run, last = trainer.run_dir, ckpt.latest_checkpoint(trainer.run_dir)
+    run, last = trainer.run_dir, runs.latest_checkpoint(trainer.run_dir)
     for path in (run / "config.json", last / "config.json"):   # as the smallgan before kimg wrote them
         shutil.copyfile(OLD_CONFIG, path)
     result = CliRunner().invoke(app, ["train", "--resume", str(run), "--max-steps", "4"])
     assert result.exit_code == 0, result.output
     assert "resumed from" in result.output and "train.max_kimg 0.008 -> 0.016" in result.output
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if "d_loss" in r] == [1, 2, 3, 4]
-    assert ckpt.latest_checkpoint(run).name == "step-0000004" and read_config(run / "config.json").train.max_kimg \
+    assert runs.latest_checkpoint(run).name == "step-0000004" and read_config(run / "config.json").train.max_kimg \
         == 0.016

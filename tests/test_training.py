@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,25 +14,12 @@ from accumulation_check import accumulated_vs_full_gradient
 from torchrun_retry import run_torchrun
 from smallgan import checkpoint as ckpt
 from smallgan import runs
-from smallgan.config import ConfigError, load_config
 from smallgan.sampling.export import load_generator
 from smallgan.training.loop import Trainer, TrainingDiverged, train
 from smallgan.training.stats import read_metrics
+from tiny import TINY, states, tiny
 
 TESTS = Path(__file__).parent
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=8", "train.micro_batch=4",
-        "train.log_every=1", "train.sample_every=0", "train.sv_every=2", "sample.n=4", "train.ema_start=2"]
-
-
-def tiny(tmp_path, *extra: str, name: str = "run"):
-    return load_config("tiny-cpu", [*TINY, f"train.out_dir={tmp_path}", f"train.name={name}", *extra])
-
-
-def states(trainer) -> dict[str, torch.Tensor]:
-    out = {f"G.{k}": v.clone() for k, v in trainer.G.state_dict().items()}
-    out.update({f"D.{k}": v.clone() for k, v in trainer.D.state_dict().items()})
-    out.update({f"EMA.{k}": v.clone() for k, v in trainer.ema.state_dict().items()})
-    return out
 
 
 @pytest.mark.slow

@@ -16,13 +16,13 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from test_convert import convert, write_their_folder
 from smallgan.checkpoint import load_checkpoint
 from smallgan.cli import app
 from smallgan.config import FINETUNE as FINETUNE_MODES, ConfigError, load_config
 from smallgan.errors import SmallganError
 from smallgan.training.loop import Trainer, train
 from smallgan.training.transfer import NOISE
+from their_biggan import convert, write_their_folder
 
 # The finetune32 and finetune64 recipes' [model] in the authors' train.py terms, five classes. At 32 px without
 # D attention: the authors' 32 px D would put it after each of its blocks (test_convert.py).

@@ -6,7 +6,6 @@ import torch
 from smallgan.config import ConfigError, load_config
 from smallgan.losses import mode_seeking
 from smallgan.training.loop import Trainer
-from test_training import tiny
 
 
 def test_mode_seeking_punishes_a_pair_drawn_alike_and_pushes_it_apart():
@@ -28,8 +27,8 @@ def test_mode_seeking_punishes_a_pair_drawn_alike_and_pushes_it_apart():
     assert mode_seeking(varied[:1], z[:1]).item() == 0.0      # no pair: nothing to compare
 
 
-def test_mode_seeking_trains_g_on_pairs_of_one_class(tmp_path):
-    trainer = Trainer(tiny(tmp_path, "train.mode_seeking=1.0", "train.max_steps=2"))
+def test_mode_seeking_trains_g_on_pairs_of_one_class(tmp_path, tiny_cfg):
+    trainer = Trainer(tiny_cfg("train.mode_seeking=1.0", "train.max_steps=2"))
     seen = []
     hook = trainer.G.register_forward_pre_hook(lambda _m, args: seen.append((torch.is_grad_enabled(), args[1].clone())))
     trainer.train_iteration()
@@ -47,15 +46,9 @@ def test_mode_seeking_is_off_by_default_and_refuses_negative_weights():
 
 
 def _benchmark_variety():
-    import importlib
-    import sys
-    from pathlib import Path
+    from benchmarks import variety
 
-    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-    try:
-        return importlib.import_module("variety")
-    finally:
-        sys.path.pop(0)
+    return variety
 
 
 def _blobs(n: int, label: int, g: torch.Generator, jitter: float = 1.0) -> torch.Tensor:

@@ -17,12 +17,12 @@ from smallgan.cli import app
 from smallgan.config import recipe_names
 from smallgan.errors import SmallganError
 from smallgan.training.stats import read_metrics
+from tiny import TINY_BASE
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]   # what users read: every command in them must exist
-TINY = ["model.ch=4", "model.z_dim=32", "model.shared_dim=8", "train.batch=4", "train.micro_batch=4",
-        "train.d_steps=1", "train.log_every=1", "train.sample_every=0", "sample.n=4"]
+TINY = [*TINY_BASE, "train.batch=4", "train.d_steps=1", "train.log_every=1"]
 
 
 def invoke(*args: str):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -26,9 +26,6 @@ def bench(
     sets: Optional[list[str]] = SetOption,
 ) -> None:
     """Benchmark one full training iteration (D steps + G step + EMA + ortho reg) on synthetic images."""
-    from rich.console import Console
-    from rich.table import Table
-
     from smallgan.bench import bench_config, run_benchmark
     from smallgan.errors import SmallganError
 
@@ -46,8 +43,14 @@ def bench(
         rows.append(run_benchmark(cfg, iters=iters, warmup=warmup, device=device))
         if as_json:
             print(json.dumps(rows[-1]))
-    if as_json:
-        return
+    if not as_json:
+        _print_table(rows, arch, iters, warmup)
+
+
+def _print_table(rows: list[dict[str, Any]], arch: str, iters: int, warmup: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=f"smallgan bench: {arch}, {iters} iterations after {warmup} warm-up")
     for col in ("res", "ch", "batch", "d_steps", "precision", "device", "G+D params", "s/iter", "img/s", "peak MB"):
         table.add_column(col, justify="right")

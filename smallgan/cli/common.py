@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Optional
+
+import typer
 
 from smallgan.config import PRECISIONS, Config, load_config
 from smallgan.errors import SmallganError
@@ -11,6 +13,10 @@ from smallgan.errors import SmallganError
 # One precision vocabulary for every command (train.precision's values).
 PRECISION_HELP = ("auto (Accelerate's setting, else bf16 on GPUs with native bf16, fp16 on older GPUs, no on a CPU) "
                   "| no (fp32) | fp16 | bf16.")
+
+# RUN's twins in the commands that read a trained generator (sample, eval).
+RunOption = Annotated[Optional[str], typer.Option("--run", help="The same as RUN.")]
+CkptOption = Annotated[Optional[Path], typer.Option("--ckpt", help="A generator.safetensors or a checkpoint folder.")]
 
 
 def check_precision(value: str | None) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from smallgan.cli.app import RecipeOption, SetOption, app
 from smallgan.cli.common import config_from_options
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from smallgan.config import Config
 
 
 def _rows(module, prefix: str = "") -> list[tuple[str, str, int]]:
@@ -57,9 +62,15 @@ def info(
     }
     if as_json:
         print(json.dumps(summary, indent=2))
-        return
+    else:
+        _print_tables(cfg, G, D, summary)
+
+
+def _print_tables(cfg: Config, G: nn.Module, D: nn.Module, summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from smallgan.registry import count_params
 
     console = Console()
     for title, net in (("Generator", G), ("Discriminator", D)):
@@ -72,5 +83,5 @@ def info(
         console.print(table)
     console.print(
         f"G {summary['G_params'] / 1e6:.1f}M + D {summary['D_params'] / 1e6:.1f}M parameters; "
-        f"z {cfg.model.z_dim}, {n} class(es), width ch={summary['ch']} (D {summary['d_ch']})"
+        f"z {cfg.model.z_dim}, {summary['n_classes']} class(es), width ch={summary['ch']} (D {summary['d_ch']})"
     )

@@ -1,4 +1,4 @@
-"""High-level evaluation: real-set statistics (cached), a generator or an image folder against them.
+"""High-level evaluation: real-set statistics (cached) and a generator against them (image folders: .folders).
 
 Images flow as uint8 (N, 3, H, W) batches produced by a ``sample_fn(batch_size, start_index)``; this one
 contract serves a generator (the caller seeds by index), a tensor of real images and a folder of files.
@@ -15,17 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from smallgan.errors import SmallganError
 from smallgan.metrics.features import FeatureExtractor
-from smallgan.metrics.fid import fid_from_stats
-from smallgan.metrics.inception_score import inception_score
-from smallgan.metrics.kid import kernel_inception_distance
 from smallgan.metrics.names import parse_metrics
-from smallgan.metrics.precision_recall import precision_recall
+from smallgan.metrics.registry import MetricInputs, calc_metric, is_registered
 from smallgan.metrics.stats import FeatureStats
 
 SampleFn = Callable[[int, int], torch.Tensor]  # (batch_size, start_index) -> uint8 (B, 3, H, W)
@@ -216,33 +212,19 @@ def compute_metrics(
     fake: FeatureStats,
     fake_logits: torch.Tensor | None,
     metrics: Sequence[str],
-    *,
-    kid_subsets: int = 100,
-    kid_subset_size: int = 1000,
-    is_splits: int = 10,
-    pr_k: int = 3,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
+    **options: Any,
 ) -> dict[str, float]:
-    """The requested metrics from two feature sets (and the fake set's logits for IS)."""
+    """The requested metrics from two feature sets (and the fake set's logits for IS), each through its
+    registered function (:mod:`.registry`); ``options``: kid_subsets, kid_subset_size, is_splits, pr_k, seed,
+    device. The memorisation check reads images, not features: it is not computed here."""
     if real.dim != fake.dim:
         raise SmallganError(f"real statistics have {real.dim} features but the extractor gives {fake.dim}; "
                             "they come from different extractors")
+    inputs = MetricInputs(real, fake, fake_logits, **options)
     out: dict[str, float] = {}
     for m in parse_metrics(metrics):
-        if m == "fid":
-            out["fid"] = fid_from_stats(real, fake)
-        elif m == "kid":
-            out["kid"], out["kid_std"] = kernel_inception_distance(
-                real.features, fake.features, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed,
-                device=device)
-        elif m == "is":
-            if fake_logits is None:
-                raise SmallganError("the Inception Score needs the extractor's class logits")
-            out["is"], out["is_std"] = inception_score(fake_logits, splits=is_splits)
-        elif m == "pr":
-            out["precision"], out["recall"] = precision_recall(real.features, fake.features, k=pr_k, seed=seed,
-                                                               device=device)
+        if is_registered(m):
+            out.update(calc_metric(m, inputs))
     out["n_fake"], out["n_real"] = fake.n, real.n
     return out
 
@@ -267,99 +249,3 @@ def evaluate_generator(
     fake = extract(sample_fn, n, extractor, batch_size=batch_size, accelerator=accelerator,
                    keep_logits="is" in metrics, progress=progress)
     return compute_metrics(real_stats, fake.stats, fake.logits, metrics, device=extractor.device, **metric_options)
-
-
-# ---------------------------------------------------------------------------------------------
-# Image folders
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    from data_tools.walk import walk_images
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SmallganError(f"{folder} is not a folder of images")
-    return [folder / f for f in walk_images(folder).files]
-
-
-def folder_sample_fn(files: Sequence[Path], resolution: int) -> SampleFn:
-    """A sample_fn reading image files in order (wrapping past the end), center-cropped to ``resolution``."""
-    from data_tools.images import SkipImage, decode, square
-
-    def load(path: Path) -> torch.Tensor:
-        try:
-            with open(path, "rb") as fp:
-                im, _ = decode(fp)
-        except (SkipImage, OSError) as e:
-            raise SmallganError(f"cannot read image {path}: {e}") from None
-        arr = np.asarray(square(im, resolution), dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
-
-    def sample(batch: int, start: int) -> torch.Tensor:
-        return torch.stack([load(files[i % len(files)]) for i in range(start, start + batch)])
-
-    return sample
-
-
-def _image_size(path: Path) -> int:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return min(im.size)
-
-
-def is_prepared(path: str | Path) -> bool:
-    """True for a folder written by ``smallgan prepare`` (it holds smallgan.json)."""
-    from data_tools.prepare import read_meta
-
-    return Path(path).is_dir() and read_meta(Path(path)) is not None
-
-
-def real_set_statistics(
-    real: str | Path,
-    extractor: FeatureExtractor,
-    *,
-    resolution: int,
-    batch_size: int = 64,
-    accelerator: Any = None,
-    cache: bool = True,
-    progress: ProgressFn | None = None,
-) -> FeatureStats:
-    """A prepared dataset through :func:`real_statistics` (cached), or a plain image folder read as it is
-    (center-cropped to ``resolution``; never cached: we do not write into a user's folder)."""
-    if is_prepared(real):
-        return real_statistics(real, extractor, resolution=resolution, batch_size=batch_size, cache=cache,
-                               accelerator=accelerator, progress=progress)
-    files = list_images(real)
-    if not files:
-        raise SmallganError(f"{real} holds no images and is not a prepared dataset")
-    stats = extract(folder_sample_fn(files, resolution), len(files), extractor, batch_size=batch_size,
-                    accelerator=accelerator, max_kept=MAX_KEPT_REAL, progress=progress).stats
-    stats.meta.update(extractor=extractor.name, resolution=resolution, dataset=str(real))
-    return stats
-
-
-def evaluate_folders(
-    real: str | Path,
-    fake: str | Path,
-    extractor: FeatureExtractor,
-    metrics: Sequence[str] = ("fid", "kid"),
-    *,
-    resolution: int | None = None,
-    batch_size: int = 64,
-    accelerator: Any = None,
-    cache: bool = True,
-    progress: ProgressFn | None = None,
-    **metric_options: Any,
-) -> dict[str, float]:
-    """Metrics between ``real`` (a prepared dataset or an image folder) and ``fake`` (an image folder),
-    both at ``resolution`` (default: the first fake image's size)."""
-    fake_files = list_images(fake)
-    if not fake_files:
-        raise SmallganError(f"{fake} holds no images")
-    resolution = resolution or _image_size(fake_files[0])
-    real_stats = real_set_statistics(real, extractor, resolution=resolution, batch_size=batch_size,
-                                     accelerator=accelerator, cache=cache)
-    return evaluate_generator(folder_sample_fn(fake_files, resolution), len(fake_files), real_stats, extractor,
-                              metrics=metrics, batch_size=batch_size, accelerator=accelerator, progress=progress,
-                              **metric_options)

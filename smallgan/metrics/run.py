@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from smallgan.metrics.evaluate import ProgressFn, SampleFn, evaluate_generator, real_set_statistics
+from smallgan.metrics.evaluate import ProgressFn, SampleFn, evaluate_generator
 from smallgan.metrics.features import FeatureExtractor
+from smallgan.metrics.folders import load_real_images, real_set_statistics
 from smallgan.metrics.stats import FeatureStats
 from smallgan.sampling.generator import TrainedGenerator
 
@@ -80,14 +81,3 @@ class RunEvaluator:
                                              batch_size=self.batch_size, accelerator=self.accelerator,
                                              grid=grid, progress=None if standard else progress), **out})
         return out
-
-
-def load_real_images(real: str | Path, resolution: int) -> torch.Tensor:
-    """uint8 (N, 3, H, W) of a prepared dataset, or of a plain image folder center-cropped as for the metrics."""
-    from smallgan.data import load_prepared
-    from smallgan.metrics.evaluate import folder_sample_fn, is_prepared, list_images
-
-    if is_prepared(real):
-        return load_prepared(real, resolution=resolution).images
-    files = list_images(real)
-    return folder_sample_fn(files, resolution)(len(files), 0)
