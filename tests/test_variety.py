@@ -78,3 +78,19 @@ def test_benchmark_flags_a_collapsed_class_and_calibrates_real_against_real_near
     assert row["per_class_spread"][1] == 0.0 and row["per_class_spread"][0] > 0.8
     lines = variety.format_classes(row).splitlines()
     assert lines[0].split()[0] == "recall" and lines[1].rstrip().endswith("0.00*")
+
+
+def test_colour_digits_check_set_varies_colour_within_a_class(tmp_path):
+    """benchmarks/colour_digits.py: class folders of 32 px RGB glyphs, two of one class unlike in colour."""
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.colour_digits import main
+
+    main([str(tmp_path), "--n", "40"])
+    files = sorted(tmp_path.glob("*/*.png"))
+    assert len(files) == 40 and all(f.parent.name.isdigit() for f in files)
+    biggest = max({f.parent for f in files}, key=lambda d: len(list(d.glob("*.png"))))
+    a, b = (np.asarray(Image.open(f), np.float32).reshape(-1, 3) for f in sorted(biggest.glob("*.png"))[:2])
+    assert Image.open(files[0]).size == (32, 32) and Image.open(files[0]).mode == "RGB"
+    assert np.abs(a.max(0) - b.max(0)).max() > 10   # the strokes' colours differ
