@@ -72,8 +72,8 @@ def build_models(cfg: Config, n_classes: int, device: torch.device, world: int,
 def build_optimizers(G: nn.Module, D: nn.Module, t: TrainConfig,
                      device: torch.device) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     # Fused Adam: one kernel per step, and it skips a non-finite step on the device (no host sync). Where this
-    # PyTorch has no fused kernel for the device, the foreach Adam and one host sync per step (phases.py): the
-    # Trainer says so (fused_adam_supported).
+    # PyTorch has no fused kernel for the device, the foreach Adam and one host sync per step (phases.py), with a
+    # note from build_state.
     adam: dict[str, Any] = dict(betas=tuple(t.betas), eps=t.adam_eps, fused=fused_adam_supported(device))
     return torch.optim.Adam(trainable(G), lr=t.g_lr, **adam), torch.optim.Adam(trainable(D), lr=t.d_lr, **adam)
 

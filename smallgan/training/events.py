@@ -16,7 +16,7 @@ from smallgan import runs
 from smallgan.config import Config
 from smallgan.errors import TrainingDiverged
 from smallgan.layers.spectral_norm import top_singular_values
-from smallgan.training.schedule import schedule
+from smallgan.training.schedule import Schedule
 from smallgan.training.state import Counters
 from smallgan.training.stats import MetricsLog, ProgressLine, SpikeDetector, Throughput, log_line
 from smallgan.training.tracking import log_scalars, peak_memory_mb
@@ -26,18 +26,17 @@ class Reporter:
     """Log intervals of one training session; `log` is None on all processes but the main one."""
 
     def __init__(self, cfg: Config, accelerator: Any, run_dir: Path, *, console: Console, start_step: int,
-                 total_steps: int, images_per_step: int, loss_keys: list[str],
+                 every: Schedule, images_per_step: int, loss_keys: list[str],
                  networks: tuple[nn.Module, nn.Module]) -> None:
         self.t, self.accelerator, self.run_dir, self.console = cfg.train, accelerator, run_dir, console
         self.is_main = accelerator.is_main_process
-        self.total_steps, self.images_per_step = total_steps, images_per_step
+        self.every, self.total_steps, self.images_per_step = every, every.total, images_per_step
         self.G, self.D = networks
         self.log = MetricsLog(run_dir / "metrics.jsonl") if self.is_main else None
-        self.progress = ProgressLine(console, total_steps, start_step, enabled=self.is_main)
+        self.progress = ProgressLine(console, every.total, start_step, enabled=self.is_main)
         self.spikes, self.speed = SpikeDetector(), Throughput()
         self.sums = {k: torch.zeros((), device=accelerator.device) for k in loss_keys}
         self.since_log = 0
-        self.every = schedule(cfg.train, images_per_step)
 
     def __enter__(self) -> Reporter:
         return self

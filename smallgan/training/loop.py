@@ -35,7 +35,7 @@ from smallgan.training.events import Reporter, TrainingDiverged, flat_scalars
 from smallgan.training.loss import build_loss
 from smallgan.training.phases import GANPhases, optimizer_step
 from smallgan.training.rollback import rollback
-from smallgan.training.schedule import schedule
+from smallgan.training.schedule import Schedule, schedule
 from smallgan.training.state import Counters, load_checkpoint, save_checkpoint
 from smallgan.training.stopping import Stopping, limit_reached
 from smallgan.training.stats import MetricsLog
@@ -119,11 +119,6 @@ class Trainer:
         """Real images through D per iteration: the unit of kimg (logs, train.max_kimg, the EMA half-life)."""
         return self.plan.batch * self.cfg.train.d_steps
 
-    @property
-    def total_steps(self) -> int:
-        """Iterations the run trains in all (train.max_kimg)."""
-        return schedule(self.cfg.train, self.images_per_step).total
-
     def save_checkpoint(self) -> Path | None:
         """Every process takes part (gathers the stream positions); only the main one writes."""
         return save_checkpoint(self.state, self.run_dir, self.cfg, self.class_names, self.sampling_generator())
@@ -174,15 +169,15 @@ class Trainer:
         """Train to train.max_kimg or a stop request, then checkpoint; returns the counters."""
         self._start()
         keys = ["d_loss", "g_loss", "r_t", "augment_p"] + (["d_recon"] if self.phases.loss.perceptual else [])
-        total = self.total_steps
+        every = schedule(self.cfg.train, self.images_per_step)   # the run's length and intervals, in iterations
         report = Reporter(self.cfg, self.accelerator, self.run_dir, console=self.console,
-                          start_step=self.counters.step, total_steps=total, images_per_step=self.images_per_step,
+                          start_step=self.counters.step, every=every, images_per_step=self.images_per_step,
                           loss_keys=keys, networks=(self.G, self.D))
         t_start, elapsed0 = time.perf_counter(), self.counters.elapsed
         stop_reason = None
         with Stopping(self.cfg.train.max_minutes, self.accelerator) as stopping, report:
             self.stopping = stopping
-            while self.counters.step < total:
+            while self.counters.step < every.total:
                 losses = self.train_iteration()
                 self.counters.elapsed = elapsed0 + time.perf_counter() - t_start
                 at_log = report.add(losses, self.counters.step)
@@ -193,7 +188,7 @@ class Trainer:
                         self._say([rollback(self.state, diverged, self.cfg, self.run_dir, report.log)], prefix="")
                         report.rewound(self.counters.step)
                         continue
-                self._periodic(report.log)
+                self._periodic(report.log, every)
                 stop_reason = stopping.reason(check_now=at_log)
                 if stop_reason:
                     break
@@ -215,9 +210,9 @@ class Trainer:
                 f"precision {self.precision} ({self._precision.why})"
             )
 
-    def _periodic(self, log: MetricsLog | None) -> None:
+    def _periodic(self, log: MetricsLog | None, every: Schedule) -> None:
         """Progress grids, evaluation and checkpoints, each every N iterations as the config asks."""
-        every, c = schedule(self.cfg.train, self.images_per_step), self.counters
+        c = self.counters
         if every.due("sample", c.step):
             self.write_samples()
         if every.due("eval", c.step):
